@@ -1,0 +1,107 @@
+/**
+ * The one expression language of the runner: JSONata (https://jsonata.org), compiled once at load.
+ *
+ * An expression is evaluated against the message value; these bindings are available:
+ *   $meta     the message metadata (mqtt_topic, kafka_partition, ...)
+ *   $headers  the message headers
+ *   $key      the message key
+ *   $uuid()   a random UUID
+ * and any extra bindings an operator adds (generate adds $i, the message index).
+ *
+ * Fields that name a string such as a topic are templates: literal text with `${! expression }`
+ * parts, e.g. `heatpump/${! device_id }/command`.
+ */
+import { randomUUID } from 'node:crypto';
+import jsonata from 'jsonata';
+import { RunnerError, errorMessage } from './errors.ts';
+import type { Msg } from './message.ts';
+
+export interface Expression {
+  source: string;
+  evaluate(msg: Pick<Msg, 'value' | 'meta' | 'headers' | 'key'>, extra?: Record<string, unknown>): Promise<unknown>;
+}
+
+/** Thrown at load time for an expression that does not compile; `offset` is within the source. */
+export class ExpressionSyntaxError extends Error {
+  constructor(
+    message: string,
+    readonly offset: number,
+  ) {
+    super(message);
+  }
+}
+
+export function compileExpression(source: string): Expression {
+  let compiled: jsonata.Expression;
+  try {
+    compiled = jsonata(source);
+  } catch (err) {
+    const e = err as { message?: string; position?: number };
+    throw new ExpressionSyntaxError(`invalid expression: ${e.message ?? String(err)}`, Math.max(0, (e.position ?? 1) - 1));
+  }
+  compiled.registerFunction('uuid', () => randomUUID(), '<:s>');
+  return {
+    source,
+    async evaluate(msg, extra = {}) {
+      try {
+        const result = await compiled.evaluate(msg.value, { meta: msg.meta, headers: msg.headers, key: msg.key, ...extra });
+        return normalise(result);
+      } catch (err) {
+        throw new RunnerError('EXPRESSION_FAILED', `expression ${JSON.stringify(source)} failed: ${errorMessage(err)}`, { cause: err });
+      }
+    },
+  };
+}
+
+/** JSONata returns arrays with a hidden `sequence` flag; make results plain JSON values. */
+function normalise(v: unknown): unknown {
+  if (v === undefined || v === null || typeof v !== 'object') return v;
+  if (Buffer.isBuffer(v)) return v;
+  return JSON.parse(JSON.stringify(v));
+}
+
+export interface Template {
+  source: string;
+  /** True when the template has no `${! }` part: the value is the literal text. */
+  isStatic: boolean;
+  evaluate(msg: Pick<Msg, 'value' | 'meta' | 'headers' | 'key'>, extra?: Record<string, unknown>): Promise<string>;
+}
+
+const TEMPLATE_PART = /\$\{!([^}]*)\}/g;
+
+export function compileTemplate(source: string): Template {
+  const parts: (string | Expression)[] = [];
+  let last = 0;
+  for (const m of source.matchAll(TEMPLATE_PART)) {
+    const at = m.index ?? 0;
+    if (at > last) parts.push(source.slice(last, at));
+    try {
+      parts.push(compileExpression((m[1] ?? '').trim()));
+    } catch (err) {
+      if (err instanceof ExpressionSyntaxError) throw new ExpressionSyntaxError(err.message, at + 3 + err.offset);
+      throw err;
+    }
+    last = at + m[0].length;
+  }
+  if (last < source.length) parts.push(source.slice(last));
+  const isStatic = parts.every((p) => typeof p === 'string');
+  return {
+    source,
+    isStatic,
+    async evaluate(msg, extra) {
+      if (isStatic) return source;
+      let out = '';
+      for (const p of parts) {
+        if (typeof p === 'string') out += p;
+        else {
+          const v = await p.evaluate(msg, extra);
+          if (v === undefined || v === null) {
+            throw new RunnerError('EXPRESSION_FAILED', `template ${JSON.stringify(source)}: ${JSON.stringify(p.source)} gave nothing`);
+          }
+          out += typeof v === 'string' ? v : JSON.stringify(v);
+        }
+      }
+      return out;
+    },
+  };
+}

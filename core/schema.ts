@@ -1,0 +1,30 @@
+/**
+ * Helpers for operator config schemas (TypeBox). Every object is closed, every field has a
+ * description, optional fields have defaults. Annotations read by the loader:
+ *   x-secret      the value is redacted wherever config is printed
+ *   x-expression  `jsonata` (an expression) or `template` (text with `${! expr }` parts);
+ *                 compiled at lint time so a syntax error has its line and column
+ *   x-duration    a duration (ms number or `5s`)
+ */
+import { Type, type ObjectOptions, type TProperties, type TSchema } from '@sinclair/typebox';
+import { DURATION_PATTERN } from './duration.ts';
+
+export const Obj = <P extends TProperties>(props: P, opts: ObjectOptions = {}) =>
+  Type.Object(props, { additionalProperties: false, ...opts });
+
+export const Duration = (description: string, def?: string) =>
+  Type.Union([Type.String({ pattern: DURATION_PATTERN }), Type.Integer({ minimum: 0 })], {
+    description,
+    'x-duration': true,
+    ...(def === undefined ? {} : { default: def }),
+  });
+
+export const Expr = (description: string, def?: string) =>
+  Type.String({ description, 'x-expression': 'jsonata', minLength: 1, ...(def === undefined ? {} : { default: def }) });
+
+export const Template = (description: string, def?: string) =>
+  Type.String({ description, 'x-expression': 'template', minLength: 1, ...(def === undefined ? {} : { default: def }) });
+
+export const Secret = (description: string) => Type.String({ description, 'x-secret': true });
+
+export type Annotated = TSchema & { 'x-secret'?: boolean; 'x-expression'?: 'jsonata' | 'template'; 'x-duration'?: boolean };
