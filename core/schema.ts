@@ -28,3 +28,11 @@ export const Template = (description: string, def?: string) =>
 export const Secret = (description: string) => Type.String({ description, 'x-secret': true });
 
 export type Annotated = TSchema & { 'x-secret'?: boolean; 'x-expression'?: 'jsonata' | 'template'; 'x-duration'?: boolean };
+
+/** For steps that can reject messages: where rejected messages go. */
+export const OnInvalid = () =>
+  Type.Union([Type.Literal('dead_letter'), Type.Literal('drop')], {
+    description:
+      'What happens to a message this step rejects: `dead_letter` sends it to the pipeline\'s dead_letter output with the reason (the pipeline must have one); `drop` drops it, logged and counted in runner_component_discarded_total.',
+    default: 'dead_letter',
+  });

@@ -1,0 +1,28 @@
+/**
+ * Every operator, listed explicitly: nothing registers itself on import. A test checks that this
+ * list and the files under operators/ agree.
+ */
+import type { AnyOperator } from '../core/operator.ts';
+import { OperatorRegistry } from '../core/registry.ts';
+import { drop } from './core/drop.ts';
+import { filter } from './core/filter.ts';
+import { generate } from './core/generate.ts';
+import { log } from './core/log.ts';
+import { map } from './core/map.ts';
+import { stdout } from './core/stdout.ts';
+import { validate } from './core/validate.ts';
+
+export const operators: AnyOperator[] = [
+  // inputs
+  generate,
+  // processors
+  validate,
+  map,
+  filter,
+  log,
+  // outputs
+  stdout,
+  drop,
+];
+
+export const registry = new OperatorRegistry(operators);
