@@ -17,6 +17,10 @@ import { Metrics } from './core/metrics.ts';
 import { PipelineRuntime } from './core/pipeline.ts';
 import { redactValue } from './core/redact.ts';
 import { registry } from './operators/index.ts';
+import { applyTopics, describeChange, loadTopics, planTopics } from './operators/kafka/topics.ts';
+import kafkajs from 'kafkajs';
+
+const { Kafka, logLevel } = kafkajs;
 
 export const ROOT = dirname(fileURLToPath(import.meta.url));
 export const EXIT = { OK: 0, PROBLEMS: 1, USAGE: 2, RUNTIME: 3 } as const;
@@ -183,6 +187,70 @@ program
     for (const [name, text] of files) writeFileSync(join(opts.out, name), text);
     writeFileSync(join(ROOT, 'schemas', 'pipeline.schema.json'), renderPipelineSchema(registry));
     process.stderr.write(`wrote ${files.size} files to ${display(opts.out)} and schemas/pipeline.schema.json\n`);
+  });
+
+const topics = program.command('topics').description('Manage the Kafka topics declared in topics.yaml.');
+const topicOpts = (c: Command) =>
+  c
+    .option('-f, --file <file>', 'topics file', 'topics.yaml')
+    .addOption(new Option('--brokers <list>', 'Kafka brokers, comma-separated').env('KAFKA_BROKERS').default('127.0.0.1:9092'));
+
+async function withTopics(opts: { file: string; brokers: string }, fn: (admin: kafkajs.Admin, wanted: ReturnType<typeof loadTopics>['topics']) => Promise<number>) {
+  const file = resolve(opts.file);
+  const { topics: wanted, problems } = loadTopics(file, join(ROOT, 'schemas', 'topics.schema.json'));
+  if (problems.length) {
+    for (const p of problems) process.stderr.write(`${formatProblem({ ...p, file: display(p.file) })}\n`);
+    process.exit(EXIT.USAGE);
+  }
+  const kafka = new Kafka({ clientId: 'runner-topics', brokers: opts.brokers.split(',').map((b) => b.trim()), logLevel: logLevel.NOTHING, retry: { retries: 3 } });
+  const admin = kafka.admin();
+  try {
+    await admin.connect();
+  } catch (err) {
+    process.stderr.write(`cannot connect to Kafka at ${opts.brokers}: ${(err as Error).message}; is it running? (set --brokers or KAFKA_BROKERS)\n`);
+    process.exit(EXIT.USAGE);
+  }
+  try {
+    process.exitCode = await fn(admin, wanted);
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+topicOpts(topics.command('diff').description('Show what `apply` would change; changes nothing. Exit 1 when there are differences.')).action((opts) =>
+  withTopics(opts, async (admin, wanted) => {
+    const changes = await planTopics(admin, wanted);
+    for (const c of changes) process.stdout.write(`${describeChange(c)}\n`);
+    if (!changes.length) process.stdout.write('topics are up to date\n');
+    return changes.length ? EXIT.PROBLEMS : EXIT.OK;
+  }),
+);
+topicOpts(topics.command('apply').description('Create missing topics, add partitions and set configs from topics.yaml; prints what it changed.')).action((opts) =>
+  withTopics(opts, async (admin, wanted) => {
+    const changes = await planTopics(admin, wanted);
+    const errors = changes.filter((c) => c.kind === 'error');
+    for (const c of errors) process.stderr.write(`${describeChange(c)}\n`);
+    if (errors.length) {
+      process.stderr.write('nothing was changed\n');
+      return EXIT.PROBLEMS;
+    }
+    await applyTopics(admin, wanted, changes);
+    for (const c of changes) process.stdout.write(`${describeChange(c)}\n`);
+    process.stdout.write(changes.length ? `${changes.length} change(s) applied\n` : 'topics are up to date\n');
+    return EXIT.OK;
+  }),
+);
+topics
+  .command('list')
+  .description('List the topics declared in topics.yaml.')
+  .option('-f, --file <file>', 'topics file', 'topics.yaml')
+  .action((opts: { file: string }) => {
+    const { topics: wanted, problems } = loadTopics(resolve(opts.file), join(ROOT, 'schemas', 'topics.schema.json'));
+    if (problems.length) {
+      for (const p of problems) process.stderr.write(`${formatProblem({ ...p, file: display(p.file) })}\n`);
+      process.exit(EXIT.USAGE);
+    }
+    for (const t of wanted) process.stdout.write(`${t.name.padEnd(30)} partitions=${t.partitions} replication=${t.replicationFactor} ${Object.entries(t.configs).map(([k, v]) => `${k}=${v}`).join(' ')}\n`);
   });
 
 await program.parseAsync(process.argv);

@@ -100,9 +100,9 @@ export function interpolate(text: string, env: Record<string, string | undefined
   return { value, missing };
 }
 
-type Path = (string | number)[];
+export type Path = (string | number)[];
 
-class Locator {
+export class Locator {
   constructor(
     readonly file: string,
     readonly doc: Document,
@@ -286,21 +286,33 @@ export interface LoadOptions {
 
 const ajvCache = new WeakMap<object, ValidateFunction>();
 
-export function loadPipeline(file: string, opts: LoadOptions): LoadResult {
+export interface ParsedYaml {
+  text: string;
+  doc: Document;
+  loc: Locator;
+  /** The document as plain data, variables replaced. */
+  data: any;
+  /** Dotted paths of values that came from environment variables. */
+  fromEnv: Set<string>;
+  problems: Problem[];
+}
+
+/** Read and parse a YAML file with positions, replacing ${VAR} in scalar values. */
+export function parseYamlWithEnv(file: string, opts: { env?: Record<string, string | undefined>; text?: string } = {}): ParsedYaml | { problems: Problem[]; doc?: undefined } {
   const env = opts.env ?? process.env;
   let text: string;
   try {
     text = opts.text ?? readFileSync(file, 'utf8');
   } catch (err) {
-    return { ok: false, problems: [{ file, line: 1, col: 1, message: `cannot read the file: ${(err as Error).message}` }] };
+    return { problems: [{ file, line: 1, col: 1, message: `cannot read the file: ${(err as Error).message}` }] };
   }
   const lc = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
   const loc = new Locator(file, doc, lc);
   const problems: Problem[] = [];
   for (const e of [...doc.errors, ...doc.warnings]) problems.push(loc.at(e.pos[0], e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')));
-  if (problems.length) return { ok: false, problems };
-  if (!isMap(doc.contents)) return { ok: false, problems: [loc.at(0, 'a pipeline file must be a YAML mapping with name, input, output, ...')] };
+  if (problems.length) return { problems };
+  if (!isMap(doc.contents)) return { problems: [loc.at(0, 'expected a YAML mapping at the top of the file')] };
 
   // Environment interpolation on scalar values, keeping positions for errors.
   const fromEnv = new Set<string>();
@@ -318,8 +330,21 @@ export function loadPipeline(file: string, opts: LoadOptions): LoadResult {
       }
     },
   });
+  const data = doc.toJS({ maxAliasCount: 100 });
+  return { text, doc, loc, data, fromEnv, problems };
+}
 
-  const data = doc.toJS({ maxAliasCount: 100 }) as Record<string, any>;
+/** Validate parsed YAML (or a part of it at `base`) against a schema; problems with positions. */
+export function validateParsed(parsed: ParsedYaml, schema: object, data: unknown = parsed.data, base: Path = []): Problem[] {
+  return validateAt(parsed.loc, cachedValidator(schema), data, base, parsed.fromEnv);
+}
+
+export function loadPipeline(file: string, opts: LoadOptions): LoadResult {
+  const parsed = parseYamlWithEnv(file, { env: opts.env, text: opts.text });
+  if (!parsed.doc) return { ok: false, problems: parsed.problems };
+  const { text, loc, fromEnv } = parsed;
+  const problems = parsed.problems;
+  const data = parsed.data as Record<string, any>;
   const envelope = cachedValidator(envelopeSchema());
   problems.push(...validateAt(loc, envelope, data, [], fromEnv));
 
