@@ -40,9 +40,14 @@ export function compileExpression(source: string): Expression {
     throw new ExpressionSyntaxError(`invalid expression: ${e.message ?? String(err)}`, Math.max(0, (e.position ?? 1) - 1));
   }
   compiled.registerFunction('uuid', () => randomUUID(), '<:s>');
+  const fast = fastPath(source);
   return {
     source,
     async evaluate(msg, extra = {}) {
+      if (fast) {
+        const v = fast(msg);
+        if (v !== SLOW) return v;
+      }
       try {
         const result = await compiled.evaluate(msg.value, { meta: msg.meta, headers: msg.headers, key: msg.key, ...extra });
         return normalise(result);
@@ -50,6 +55,38 @@ export function compileExpression(source: string): Expression {
         throw new RunnerError('EXPRESSION_FAILED', `expression ${JSON.stringify(source)} failed: ${errorMessage(err)}`, { cause: err });
       }
     },
+  };
+}
+
+const SLOW = Symbol('slow');
+const PLAIN_PATH = /^(\$(?:key|meta|headers)|[A-Za-z_][A-Za-z0-9_]*)(\.[A-Za-z_][A-Za-z0-9_]*)*$/;
+
+/**
+ * Plain field paths (`device_id`, `payload.device_id`, `$key`, `$meta.mqtt_topic`) are the most
+ * common expressions; they are read directly when every step is a plain object, and fall back to
+ * JSONata otherwise (arrays, where JSONata maps over items). Same results, several times faster.
+ */
+function fastPath(source: string): ((msg: Pick<Msg, 'value' | 'meta' | 'headers' | 'key'>) => unknown) | null {
+  if (!PLAIN_PATH.test(source)) return null;
+  const steps = source.split('.');
+  const head = steps[0]!;
+  return (msg) => {
+    let cur: unknown;
+    let rest = steps;
+    if (head === '$key') {
+      if (steps.length > 1) return SLOW;
+      return msg.key ?? undefined;
+    } else if (head === '$meta' || head === '$headers') {
+      cur = head === '$meta' ? msg.meta : msg.headers;
+      rest = steps.slice(1);
+    } else cur = msg.value;
+    for (const step of rest) {
+      if (cur === null || typeof cur !== 'object' || Array.isArray(cur) || Buffer.isBuffer(cur)) return SLOW;
+      cur = (cur as Record<string, unknown>)[step];
+      if (cur === undefined) return undefined;
+    }
+    if (Array.isArray(cur) || (cur !== null && typeof cur === 'object')) return SLOW;
+    return cur;
   };
 }
 
@@ -75,10 +112,12 @@ export function compileTemplate(source: string): Template {
   for (const m of source.matchAll(TEMPLATE_PART)) {
     const at = m.index ?? 0;
     if (at > last) parts.push(source.slice(last, at));
+    const raw = m[1] ?? '';
     try {
-      parts.push(compileExpression((m[1] ?? '').trim()));
+      parts.push(compileExpression(raw.trim()));
     } catch (err) {
-      if (err instanceof ExpressionSyntaxError) throw new ExpressionSyntaxError(err.message, at + 3 + err.offset);
+      // Offset in the template: past `${!` and the spaces that trim() removed.
+      if (err instanceof ExpressionSyntaxError) throw new ExpressionSyntaxError(err.message, at + 3 + (raw.length - raw.trimStart().length) + err.offset);
       throw err;
     }
     last = at + m[0].length;
