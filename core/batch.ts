@@ -35,7 +35,13 @@ export function batch(policy: BatchPolicy, scheduler: SchedulerLike = asyncSched
       const sub = source.subscribe({
         next(msg) {
           buffer.push(msg);
-          if (policy.byteSize > 0) bytes += sizeOf(msg);
+          try {
+            if (policy.byteSize > 0) bytes += sizeOf(msg);
+          } catch (err) {
+            // A callback's error reaches the subscriber instead of being thrown into the void.
+            subscriber.error(err);
+            return;
+          }
           if ((count > 0 && buffer.length >= count) || (policy.byteSize > 0 && bytes >= policy.byteSize)) {
             flush();
           } else if (buffer.length === 1 && policy.periodMs > 0) {

@@ -175,7 +175,7 @@ const pointerToPath = (ptr: string): Path =>
  * Validate `data` (at `base` inside the file) with a compiled schema; values that came from
  * environment variables are coerced to the expected scalar type first.
  */
-function validateAt(loc: Locator, validate: ValidateFunction, data: unknown, base: Path, fromEnv: Set<string>): Problem[] {
+function validateAt(loc: Locator, validate: ValidateFunction, data: unknown, base: Path, fromEnv: Set<string>, unresolved: Set<string> = new Set()): Problem[] {
   for (let round = 0; round < 3; round++) {
     if (validate(data)) return [];
     let coerced = false;
@@ -195,7 +195,9 @@ function validateAt(loc: Locator, validate: ValidateFunction, data: unknown, bas
     }
     if (!coerced) break;
   }
-  return humanise(validate.errors ?? [], data).map((e) => loc.problem([...base, ...e.path], e.message, { key: e.key }));
+  return humanise(validate.errors ?? [], data)
+    .filter((e) => !unresolved.has([...base, ...e.path].join('.'))) // the missing variable is the problem there
+    .map((e) => loc.problem([...base, ...e.path], e.message, { key: e.key }));
 }
 
 function humanise(errors: ErrorObject[], data: unknown): { path: Path; message: string; key?: boolean }[] {
@@ -294,6 +296,8 @@ export interface ParsedYaml {
   data: any;
   /** Dotted paths of values that came from environment variables. */
   fromEnv: Set<string>;
+  /** Dotted paths of values with a missing variable (reported once, not again by the schema). */
+  unresolved: Set<string>;
   problems: Problem[];
 }
 
@@ -316,14 +320,15 @@ export function parseYamlWithEnv(file: string, opts: { env?: Record<string, stri
 
   // Environment interpolation on scalar values, keeping positions for errors.
   const fromEnv = new Set<string>();
+  const unresolved = new Set<string>();
   visit(doc, {
     Scalar(key, node: Scalar, ancestors) {
       if (key === 'key' || typeof node.value !== 'string' || !node.value.includes('${')) return;
       const res = interpolate(node.value, env);
-      const quoted = /^["']/.test(text.slice(node.range?.[0] ?? 0));
       for (const m of res.missing) {
-        problems.push(loc.at((node.range?.[0] ?? 0) + m.offset + (quoted ? 1 : 0), `environment variable ${m.name} is not set and has no default; set it, or write \${${m.name}:-default}`));
+        problems.push(loc.at(scalarOffset(text, node, m.offset), `environment variable ${m.name} is not set and has no default; set it, or write \${${m.name}:-default}`));
       }
+      if (res.missing.length) unresolved.add(pathOf(doc, ancestors, node).join('.'));
       if (res.value !== node.value) {
         node.value = res.value;
         fromEnv.add(pathOf(doc, ancestors, node).join('.'));
@@ -331,26 +336,29 @@ export function parseYamlWithEnv(file: string, opts: { env?: Record<string, stri
     },
   });
   const data = doc.toJS({ maxAliasCount: 100 });
-  return { text, doc, loc, data, fromEnv, problems };
+  return { text, doc, loc, data, fromEnv, unresolved, problems };
 }
 
 /** Validate parsed YAML (or a part of it at `base`) against a schema; problems with positions. */
 export function validateParsed(parsed: ParsedYaml, schema: object, data: unknown = parsed.data, base: Path = []): Problem[] {
-  return validateAt(parsed.loc, cachedValidator(schema), data, base, parsed.fromEnv);
+  return validateAt(parsed.loc, cachedValidator(schema), data, base, parsed.fromEnv, parsed.unresolved);
 }
 
 export function loadPipeline(file: string, opts: LoadOptions): LoadResult {
   const parsed = parseYamlWithEnv(file, { env: opts.env, text: opts.text });
   if (!parsed.doc) return { ok: false, problems: parsed.problems };
-  const { text, loc, fromEnv } = parsed;
+  const { text, loc, fromEnv, unresolved } = parsed;
   const problems = parsed.problems;
   const data = parsed.data as Record<string, any>;
   const envelope = cachedValidator(envelopeSchema());
-  problems.push(...validateAt(loc, envelope, data, [], fromEnv));
+  problems.push(...validateAt(loc, envelope, data, [], fromEnv, unresolved));
 
   const components: Partial<Record<'input' | 'output' | 'dead_letter', ComponentConfig>> = {};
   const processors: ComponentConfig[] = [];
   const secretPaths = new Set<string>();
+  /** Where each component is in the file, for problems found after resolving. */
+  const slotPath = new Map<ComponentConfig, Path>();
+  const an = (k: OperatorKind) => (k === 'input' ? 'an input' : k === 'output' ? 'an output' : `a ${k}`);
   const resolveSlot = (kind: OperatorKind, slot: unknown, path: Path): ComponentConfig | undefined => {
     if (!slot || typeof slot !== 'object' || Array.isArray(slot)) return undefined; // reported by the envelope
     const { label, ...rest } = slot as Record<string, unknown>;
@@ -365,7 +373,7 @@ export function loadPipeline(file: string, opts: LoadOptions): LoadResult {
       const other = opts.registry.kindsOf(name);
       const hint = didYouMean(name, opts.registry.names(kind));
       problems.push(
-        loc.problem([...path, name], other.length ? `${name} is ${other.map((k) => (k === 'input' ? 'an input' : `a ${k}`)).join(' and ')}, not ${kind === 'input' ? 'an input' : `a ${kind}`}` : `unknown ${kind} "${name}"${hint ? `; did you mean "${hint}"?` : `; known: ${opts.registry.names(kind).join(', ')}`}`, { key: true }),
+        loc.problem([...path, name], other.length ? `${name} is ${other.map(an).join(' and ')}, not ${an(kind)}` : `unknown ${kind} "${name}"${hint ? `; did you mean "${hint}"?` : `; known: ${opts.registry.names(kind).join(', ')}`}`, { key: true }),
       );
       return undefined;
     }
@@ -377,7 +385,7 @@ export function loadPipeline(file: string, opts: LoadOptions): LoadResult {
     (slot as Record<string, unknown>)[name] = config;
     const validate = cachedValidator(op.spec.config);
     const before = problems.length;
-    problems.push(...validateAt(loc, validate, config, [...path, name], fromEnv));
+    problems.push(...validateAt(loc, validate, config, [...path, name], fromEnv, unresolved));
     // Expressions, templates and durations compile at load; their errors point into the string.
     walkAnnotated(op.spec.config as Annotated, config, [], (s, v, p) => {
       if (s['x-secret']) secretPaths.add([...path, name, ...p].join('.'));
@@ -388,9 +396,7 @@ export function loadPipeline(file: string, opts: LoadOptions): LoadResult {
       } catch (err) {
         if (err instanceof ExpressionSyntaxError) {
           const { node } = loc.node([...path, name, ...p]);
-          const start = node?.range?.[0] ?? 0;
-          const quoted = /^["']/.test(text.slice(start));
-          problems.push(loc.at(start + (quoted ? 1 : 0) + err.offset, err.message));
+          problems.push(loc.at(scalarOffset(text, node, err.offset), err.message));
         } else throw err;
       }
     });
@@ -400,7 +406,9 @@ export function loadPipeline(file: string, opts: LoadOptions): LoadResult {
       }
     }
     const component = typeof label === 'string' ? label : [...path, name].join('.');
-    return { kind, name, label: typeof label === 'string' ? label : undefined, component, config: config as Record<string, any>, operator: op };
+    const resolved: ComponentConfig = { kind, name, label: typeof label === 'string' ? label : undefined, component, config: config as Record<string, any>, operator: op };
+    slotPath.set(resolved, path);
+    return resolved;
   };
 
   components.input = resolveSlot('input', data.input, ['input']);
@@ -413,20 +421,19 @@ export function loadPipeline(file: string, opts: LoadOptions): LoadResult {
 
   // Nothing is ever dropped silently: a step that can reject messages needs somewhere to put them.
   if (data.dead_letter === undefined) {
-    const steps: [ComponentConfig | undefined, Path][] = [
-      ...processors.map((c, i): [ComponentConfig, Path] => [c, ['pipeline', i, c.name]]),
-      [components.output, ['output', components.output?.name ?? '']],
-    ];
-    for (const [c, path] of steps) {
+    for (const c of [...processors, components.output]) {
       if (c?.operator.spec.rejects && c.config.on_invalid !== 'drop') {
-        problems.push(loc.problem(path, `${c.name} can reject messages but the pipeline has no dead_letter output; add one, or set on_invalid: drop to drop them (logged and counted)`, { key: true }));
+        problems.push(loc.problem([...slotPath.get(c)!, c.name], `${c.name} can reject messages but the pipeline has no dead_letter output; add one, or set on_invalid: drop to drop them (logged and counted)`, { key: true }));
       }
     }
   }
 
-  const labels = new Map<string, number>();
-  for (const c of [components.input, ...processors, components.output, components.dead_letter]) if (c) labels.set(c.component, (labels.get(c.component) ?? 0) + 1);
-  for (const [l, n] of labels) if (n > 1) problems.push(loc.at(0, `label "${l}" is used ${n} times; labels must be unique in a pipeline`));
+  const labels = new Map<string, ComponentConfig[]>();
+  for (const c of [components.input, ...processors, components.output, components.dead_letter]) if (c) labels.set(c.component, [...(labels.get(c.component) ?? []), c]);
+  for (const [l, cs] of labels) {
+    // Reported at the second use, where the user has to pick another name.
+    if (cs.length > 1) problems.push(loc.problem([...slotPath.get(cs[1]!)!, 'label'], `label "${l}" is used ${cs.length} times; labels must be unique in a pipeline`));
+  }
 
   let shutdownTimeoutMs = 20_000;
   try {
@@ -484,6 +491,33 @@ function pathOf(doc: Document, ancestors: readonly unknown[], node: unknown): Pa
   }
   void doc;
   return path;
+}
+
+/**
+ * The offset in the file of character `i` of a scalar's value: skips the opening quote, or the
+ * header line and indentation of a block scalar (`|`, `>`), and the indentation of continuation
+ * lines. Escapes in double-quoted strings are not accounted for.
+ */
+function scalarOffset(text: string, node: YNode | null, i: number): number {
+  let at = node?.range?.[0] ?? 0;
+  if (!isScalar(node)) return at + i;
+  const block = node.type === 'BLOCK_LITERAL' || node.type === 'BLOCK_FOLDED';
+  let indent = Infinity; // flow scalars: continuation lines lose all their leading spaces
+  if (block) {
+    at = text.indexOf('\n', at) + 1;
+    indent = /^( *)\S/m.exec(text.slice(at))?.[1]?.length ?? 0;
+  } else if (node.type === 'QUOTE_DOUBLE' || node.type === 'QUOTE_SINGLE') at += 1;
+  const skipIndent = () => {
+    for (let k = 0; k < indent && (text[at] === ' ' || (!block && text[at] === '\t')); k++) at++;
+  };
+  if (block) skipIndent();
+  for (let n = i; n > 0 && at < text.length; n--) {
+    if (text[at] === '\n') {
+      at++;
+      skipIndent();
+    } else at++;
+  }
+  return at;
 }
 
 function sortProblems(ps: Problem[]): Problem[] {

@@ -70,12 +70,13 @@ function fastPath(source: string): ((msg: Pick<Msg, 'value' | 'meta' | 'headers'
   if (!PLAIN_PATH.test(source)) return null;
   const steps = source.split('.');
   const head = steps[0]!;
+  if (head === 'true' || head === 'false' || head === 'null') return null; // literals, not fields
   return (msg) => {
     let cur: unknown;
     let rest = steps;
     if (head === '$key') {
       if (steps.length > 1) return SLOW;
-      return msg.key ?? undefined;
+      return msg.key; // null stays null, as in JSONata
     } else if (head === '$meta' || head === '$headers') {
       cur = head === '$meta' ? msg.meta : msg.headers;
       rest = steps.slice(1);

@@ -23,8 +23,43 @@ export function pipelineJsonSchema(registry: OperatorRegistry): object {
     $schema: 'http://json-schema.org/draft-07/schema#',
     $id: 'https://runner.local/schemas/pipeline.schema.json',
     title: 'Runner pipeline',
-    ...JSON.parse(JSON.stringify(schema)),
+    ...forEditors(JSON.parse(JSON.stringify(schema))),
   };
+}
+
+const ENV_REF = {
+  type: 'string',
+  pattern: '\\$\\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\\}',
+  description: 'An environment variable, ${VAR} or ${VAR:-default}, replaced when the pipeline is loaded.',
+};
+
+const isScalar = (s: any) => s && typeof s === 'object' && (['integer', 'number', 'boolean', 'string'].includes(s.type) || s.const !== undefined);
+const isConstrained = (s: any) => s.type !== 'string' || s.pattern !== undefined || s.enum !== undefined || s.format !== undefined || s.const !== undefined;
+
+/**
+ * The config schema as editors should read it, which is what a user may write in the file:
+ * - TypeBox lists fields that have a default as required; the loader fills them in, so they may
+ *   be left out;
+ * - `${VAR}` may stand wherever a scalar goes (the loader replaces it and coerces the value), so
+ *   a number, boolean, enum or patterned string also accepts an environment variable reference.
+ */
+function forEditors(s: any, inUnion = false): any {
+  if (!s || typeof s !== 'object' || Array.isArray(s)) return s;
+  const out: any = { ...s };
+  if (s.properties && typeof s.properties === 'object') out.properties = Object.fromEntries(Object.entries(s.properties).map(([k, v]) => [k, forEditors(v)]));
+  if (s.items) out.items = forEditors(s.items);
+  if (Array.isArray(s.required) && s.properties) {
+    out.required = s.required.filter((name: string) => s.properties[name]?.default === undefined);
+    if (out.required.length === 0) delete out.required;
+  }
+  if (Array.isArray(s.anyOf)) {
+    out.anyOf = s.anyOf.map((b: any) => forEditors(b, true));
+    if (s.anyOf.every(isScalar) && s.anyOf.some(isConstrained)) out.anyOf.push(ENV_REF);
+  } else if (!inUnion && isScalar(s) && isConstrained(s)) {
+    const { description, default: def, markdownDescription, ...rest } = out;
+    return { description, ...(def === undefined ? {} : { default: def }), ...(markdownDescription ? { markdownDescription } : {}), anyOf: [rest, ENV_REF] };
+  }
+  return out;
 }
 
 export function renderPipelineSchema(registry: OperatorRegistry): string {

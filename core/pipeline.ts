@@ -74,15 +74,16 @@ export class PipelineRuntime {
       stop$: this.stopSignal.pipe(take(1)),
       reject: (msg, err) => {
         metrics.error('rejected');
-        if (this.config.deadLetter && !onInvalidDrop) {
+        if (kind === 'dead_letter') {
+          // Never back into the dead-letter flow (it would loop): the input delivers it again.
+          logger.warn({ err: errorMessage(err), meta: msg.meta }, 'dead-letter output rejected a message; it will be delivered again');
+          msg.ack.fail(err);
+        } else if (this.config.deadLetter && !onInvalidDrop) {
           this.dlq$.next({ msg, err, component: c.component });
-        } else if (onInvalidDrop || kind === 'dead_letter') {
-          logger.warn({ err: errorMessage(err), meta: msg.meta }, kind === 'dead_letter' ? 'dead-letter output rejected a message; it will be delivered again' : 'message dropped (on_invalid: drop)');
-          if (kind === 'dead_letter') msg.ack.fail(err);
-          else {
-            metrics.discarded('invalid');
-            msg.ack.done();
-          }
+        } else if (onInvalidDrop) {
+          logger.warn({ err: errorMessage(err), meta: msg.meta }, 'message dropped (on_invalid: drop)');
+          metrics.discarded('invalid');
+          msg.ack.done();
         } else {
           // Lint forbids this configuration; never drop silently if it happens anyway.
           logger.error({ err: errorMessage(err) }, 'message rejected and no dead_letter output: it will be delivered again');

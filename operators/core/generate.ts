@@ -10,7 +10,7 @@ const config = Obj({
   count: Type.Integer({ minimum: 0, default: 0, description: 'How many messages to generate; 0 = until stopped.' }),
   interval: Duration('Time between messages; 0 = as fast as the pipeline takes them.', '1s'),
   expression: Expr('JSONata expression for each message value. Bindings: $i (index from 0), $now(), $millis(), $random(), $uuid().', '{"i": $i}'),
-  key: Type.Optional(Expr('JSONata expression for the message key, evaluated against the generated value (e.g. `device_id`).')),
+  key: Expr('JSONata expression for the message key, evaluated against the generated value (e.g. `device_id`); the default `null` means no key.', 'null'),
   max_in_flight: Type.Integer({ minimum: 1, default: 1000, description: 'Pause generating while this many messages are not yet done (backpressure).' }),
 });
 
@@ -37,7 +37,9 @@ export const generate = defineInput({
     return new Observable((subscriber) => {
       let stopped = false;
       let inFlight = 0;
-      let wake: (() => void) | null = null;
+      // Two separate wake-ups: an ack must end a wait for acks, never cut an interval short.
+      let wakeSleep: (() => void) | null = null;
+      let wakeAck: (() => void) | null = null;
       const pending = new Set<{ unsubscribe(): void }>();
       const sleep = (ms: number) =>
         new Promise<void>((resolve) => {
@@ -46,7 +48,7 @@ export const generate = defineInput({
             resolve();
           }, ms);
           pending.add(action);
-          wake = () => {
+          wakeSleep = () => {
             action.unsubscribe();
             pending.delete(action);
             resolve();
@@ -54,12 +56,13 @@ export const generate = defineInput({
         });
       const stopSub = ctx.stop$.subscribe(() => {
         stopped = true;
-        wake?.();
+        wakeSleep?.();
+        wakeAck?.();
       });
       (async () => {
         for (let i = 0; !stopped && (cfg.count === 0 || i < cfg.count); i++) {
           if (i > 0 && intervalMs > 0) await sleep(intervalMs);
-          while (!stopped && inFlight >= cfg.max_in_flight) await new Promise<void>((resolve) => (wake = resolve));
+          while (!stopped && inFlight >= cfg.max_in_flight) await new Promise<void>((resolve) => (wakeAck = resolve));
           if (stopped) break;
           const base = { value: null, meta: {}, headers: {}, key: null };
           const value = await expr.evaluate(base, { i });
@@ -71,8 +74,8 @@ export const generate = defineInput({
               meta: { generate_index: i },
               ack: ackHandle(() => {
                 inFlight--;
-                const w = wake;
-                wake = null;
+                const w = wakeAck;
+                wakeAck = null;
                 w?.();
               }),
             }),

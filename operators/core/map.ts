@@ -1,4 +1,3 @@
-import { Type } from '@sinclair/typebox';
 import { RunnerError } from '../../core/errors.ts';
 import { compileExpression } from '../../core/expression.ts';
 import { withValue } from '../../core/message.ts';
@@ -8,7 +7,7 @@ import { Expr, Obj, OnInvalid } from '../../core/schema.ts';
 
 const config = Obj({
   expression: Expr('JSONata expression whose result becomes the new message value. Bindings: $meta, $headers, $key.'),
-  key: Type.Optional(Expr('JSONata expression for a new message key, evaluated against the NEW value.')),
+  key: Expr('JSONata expression for the message key, evaluated against the NEW value; the default `$key` keeps the key.', '$key'),
   on_invalid: OnInvalid(),
 });
 
