@@ -95,7 +95,17 @@ function fastPath(source: string): ((msg: Pick<Msg, 'value' | 'meta' | 'headers'
 function normalise(v: unknown): unknown {
   if (v === undefined || v === null || typeof v !== 'object') return v;
   if (Buffer.isBuffer(v)) return v;
-  return JSON.parse(JSON.stringify(v));
+  // Copy only when an array (possibly a flagged sequence) is inside; plain objects pass as they are.
+  return hasArray(v) ? JSON.parse(JSON.stringify(v)) : v;
+}
+
+function hasArray(v: object): boolean {
+  if (Array.isArray(v)) return true;
+  for (const k in v) {
+    const x = (v as Record<string, unknown>)[k];
+    if (x !== null && typeof x === 'object' && !Buffer.isBuffer(x) && hasArray(x)) return true;
+  }
+  return false;
 }
 
 export interface Template {

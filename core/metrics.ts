@@ -52,13 +52,18 @@ export class Metrics {
 
   component(pipeline: string, component: string, kind: string): ComponentMetrics {
     const l = { pipeline, component, kind };
+    // Bound children: the label hash is computed once, not per message.
+    const received = this.received.labels(l);
+    const sent = this.sent.labels(l);
+    const latency = this.latencyH.labels(l);
+    const batch = this.batchH.labels(l);
     return {
-      received: (n = 1) => this.received.inc(l, n),
-      sent: (n = 1) => this.sent.inc(l, n),
+      received: (n = 1) => received.inc(n),
+      sent: (n = 1) => sent.inc(n),
       error: (stage, n = 1) => this.errors.inc({ ...l, stage }, n),
       discarded: (reason, n = 1) => this.discardedC.inc({ ...l, reason }, n),
-      latency: (s) => this.latencyH.observe(l, s),
-      batchSize: (n) => this.batchH.observe(l, n),
+      latency: (s) => latency.observe(s),
+      batchSize: (n) => batch.observe(n),
       registry: this.registry,
       labels: { pipeline, component },
     };
