@@ -17,6 +17,7 @@ import { Metrics } from './core/metrics.ts';
 import { PipelineRuntime } from './core/pipeline.ts';
 import { redactValue } from './core/redact.ts';
 import { registry } from './operators/index.ts';
+import { simulateCommand } from './simulator/cli.ts';
 import { applyTopics, describeChange, loadTopics, planTopics } from './operators/kafka/topics.ts';
 import kafkajs from 'kafkajs';
 
@@ -252,5 +253,7 @@ topics
     }
     for (const t of wanted) process.stdout.write(`${t.name.padEnd(30)} partitions=${t.partitions} replication=${t.replicationFactor} ${Object.entries(t.configs).map(([k, v]) => `${k}=${v}`).join(' ')}\n`);
   });
+
+simulateCommand(program);
 
 await program.parseAsync(process.argv);
