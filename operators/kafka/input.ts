@@ -1,0 +1,324 @@
+import { Type } from '@sinclair/typebox';
+import type { Consumer, ConsumerRunConfig, EachBatchPayload, KafkaMessage } from 'kafkajs';
+import { Gauge, type Registry } from 'prom-client';
+import { Observable, interval } from 'rxjs';
+import { parseDuration } from '../../core/duration.ts';
+import { errorMessage } from '../../core/errors.ts';
+import { ackHandle, bufferToValue, createMsg, type Headers, type Msg } from '../../core/message.ts';
+import { defineInput } from '../../core/operator.ts';
+import { DEFAULT_BACKOFF, backoffDelay } from '../../core/retry.ts';
+import { Duration, Obj } from '../../core/schema.ts';
+import { connectionFields, describeBrokers, kafkaClient, toRunnerError } from './client.ts';
+import { OffsetTracker, partitionKey, type OffsetToken } from './offsets.ts';
+
+const config = Obj({
+  ...connectionFields,
+  topics: Type.Array(Type.String({ minLength: 1, description: 'A topic name.' }), { minItems: 1, description: 'Topics to read; their partitions are shared among the members of the consumer group.' }),
+  consumer_group: Type.String({ minLength: 1, description: 'Consumer group id: offsets are committed for it, and pipelines with the same group share the partitions.' }),
+  start_from: Type.Union([Type.Literal('earliest'), Type.Literal('latest')], {
+    default: 'earliest',
+    description: 'Where a group without a committed offset starts reading a partition: its oldest message, or only messages written from now on.',
+  }),
+  max_in_flight: Type.Integer({
+    minimum: 1,
+    default: 1000,
+    description: 'Unfinished messages per partition: reading a partition pauses while this many of its messages are not done, and resumes when half of them are.',
+  }),
+  value_format: Type.Union([Type.Literal('json'), Type.Literal('auto'), Type.Literal('string'), Type.Literal('bytes')], {
+    default: 'json',
+    description:
+      'How record values become message values: `json` parses JSON and rejects (dead-letters) a value that is not JSON; `auto` parses JSON and keeps other text as a string; `string` keeps the text; `bytes` keeps the raw bytes.',
+  }),
+  commit_period: Duration('How often offsets of done messages are committed (and once more when the pipeline stops).', '1s'),
+  fetch_max_wait: Duration('Longest time a fetch waits at the broker for new data; also how soon a partition paused by backpressure is read again (kafkajs cannot wake a waiting fetch).', '100ms'),
+});
+
+const LAG_METRIC = 'runner_kafka_consumer_lag';
+
+/** The lag gauge, shared by every kafka input of the process (one registry, one metric). */
+function lagGauge(registry: Registry): Gauge<'pipeline' | 'component' | 'topic' | 'partition'> {
+  const existing = registry.getSingleMetric(LAG_METRIC);
+  if (existing) return existing as Gauge<'pipeline' | 'component' | 'topic' | 'partition'>;
+  return new Gauge({
+    name: LAG_METRIC,
+    help: 'Messages in a partition after the last one the kafka input handed out (high watermark - next offset)',
+    labelNames: ['pipeline', 'component', 'topic', 'partition'],
+    registers: [registry],
+  });
+}
+
+function headerStrings(headers: KafkaMessage['headers']): Headers {
+  const out: Headers = {};
+  for (const [k, v] of Object.entries(headers ?? {})) {
+    if (v === undefined) continue;
+    // A header repeated in one record: the last value wins.
+    const last = Array.isArray(v) ? v[v.length - 1] : v;
+    if (last === undefined) continue;
+    out[k] = Buffer.isBuffer(last) ? last.toString('utf8') : String(last);
+  }
+  return out;
+}
+
+export const kafka = defineInput({
+  spec: {
+    name: 'kafka',
+    kind: 'input',
+    summary: 'Reads topics as a member of a Kafka consumer group; commits an offset only after every message below it is done.',
+    description: [
+      'Each record becomes a message: the value decoded by `value_format`, the key as a string, headers as strings, and metadata `kafka_topic`, `kafka_partition`, `kafka_offset`, `kafka_timestamp` (ms), `kafka_key` and `kafka_lag` (messages behind the high watermark).',
+      '',
+      'Offsets are committed every `commit_period` and when the pipeline stops, per partition, only up to the first message that is not done yet: a message finished by the output, dropped by a processor or stored by the dead-letter output is done; later messages finished earlier wait for it. A message that fails (is nacked) is read again from its offset after a backoff, together with the messages after it. On a rebalance, partitions this member loses are forgotten: nothing is committed for them any more.',
+      '',
+      'Backpressure: a partition is paused while `max_in_flight` of its messages are unfinished. Readiness: not ready until the consumer joined its group.',
+    ].join('\n'),
+    config,
+    examples: [
+      {
+        title: 'Telemetry from the start of the topic',
+        config: 'brokers: ["${KAFKA_BROKERS:-127.0.0.1:9092}"]\ntopics: [homelab-heatpump-telemetry]\nconsumer_group: telemetry-sink\nstart_from: earliest',
+      },
+      {
+        title: 'Dead letters as text, small in-flight window',
+        config:
+          'brokers: ["${KAFKA_BROKERS:-127.0.0.1:9092}"]\ntopics: [homelab-dead-letter]\nconsumer_group: dead-letter-reader\nvalue_format: auto\nmax_in_flight: 100\ncommit_period: 5s',
+      },
+    ],
+    delivery:
+      'At-least-once. An offset is committed only when every message below it is done, so a crash, a failed message or a rebalance delivers messages again, never loses them. Duplicates: everything after the last commit after a crash or restart; messages after a failed one (they are read again with it); in-flight messages of a partition that moved to another member.',
+    rejects: true,
+  },
+  create(cfg, ctx) {
+    const where = describeBrokers(cfg);
+    const log = ctx.logger.child({ consumer_group: cfg.consumer_group });
+    const commitPeriodMs = parseDuration(cfg.commit_period);
+    const fetchMaxWaitMs = parseDuration(cfg.fetch_max_wait);
+    const resumeBelow = Math.floor(cfg.max_in_flight / 2);
+    const gauge = lagGauge(ctx.metrics.registry);
+    const labels = (topic: string, partition: number) => ({ ...ctx.metrics.labels, topic, partition: String(partition) });
+    ctx.setReady(false, `joining consumer group ${cfg.consumer_group} at ${where}`);
+
+    return new Observable<Msg>((subscriber) => {
+      const client = kafkaClient(cfg, log);
+      const consumer: Consumer = client.consumer({
+        groupId: cfg.consumer_group,
+        allowAutoTopicCreation: false,
+        maxWaitTimeInMs: fetchMaxWaitMs,
+        // kafkajs restarts a crashed consumer after retriable errors; we also restart after the others.
+        retry: { restartOnFailure: async () => true },
+      });
+      const tracker = new OffsetTracker();
+      /** Why a partition is paused: its in-flight window is full, or it waits to redeliver a failed message. */
+      const pausedFor = new Map<string, { topic: string; partition: number; reasons: Set<'full' | 'nack'> }>();
+      const lastNack = new Map<string, { offset: number; attempt: number }>();
+      const timers = new Set<{ unsubscribe(): void }>();
+      let stopped = false;
+      let closed = false;
+
+      const later = (ms: number, fn: () => void) => {
+        const action = ctx.scheduler.schedule(() => {
+          timers.delete(action);
+          fn();
+        }, ms);
+        timers.add(action);
+      };
+      const sleep = (ms: number) => new Promise<void>((resolve) => later(ms, resolve));
+      const quietly = (what: string, fn: () => void) => {
+        try {
+          fn();
+        } catch (err) {
+          // The consumer is between a crash and its restart; the next group join re-applies state.
+          log.debug({ err: errorMessage(err) }, `${what} skipped`);
+        }
+      };
+
+      const pauseAll = () => quietly('pause', () => consumer.pause(cfg.topics.map((topic) => ({ topic }))));
+      const pause = (topic: string, partition: number, reason: 'full' | 'nack') => {
+        const key = partitionKey(topic, partition);
+        const p = pausedFor.get(key) ?? { topic, partition, reasons: new Set() };
+        p.reasons.add(reason);
+        pausedFor.set(key, p);
+        quietly('pause', () => consumer.pause([{ topic, partitions: [partition] }]));
+      };
+      const unpause = (topic: string, partition: number, reason: 'full' | 'nack') => {
+        const key = partitionKey(topic, partition);
+        const p = pausedFor.get(key);
+        if (!p || !p.reasons.delete(reason) || p.reasons.size) return;
+        pausedFor.delete(key);
+        // After stop the whole topic is paused; resuming one partition would undo that.
+        if (!stopped) quietly('resume', () => consumer.resume([{ topic, partitions: [partition] }]));
+      };
+
+      // Commits: serialised, only offsets the tracker allows.
+      let committing: Promise<void> = Promise.resolve();
+      const commit = (): Promise<void> =>
+        (committing = committing.then(async () => {
+          const entries = tracker.committable();
+          if (!entries.length) return;
+          try {
+            await consumer.commitOffsets(entries.map((e) => ({ topic: e.topic, partition: e.partition, offset: String(e.offset) })));
+            tracker.committed(entries);
+            log.debug({ offsets: entries }, 'offsets committed');
+          } catch (err) {
+            ctx.metrics.error('commit');
+            log.warn({ err: errorMessage(err), offsets: entries }, 'offset commit failed; retried at the next commit');
+          }
+        }));
+      const commitTimer = commitPeriodMs > 0 ? interval(commitPeriodMs, ctx.scheduler).subscribe(() => void commit()) : null;
+
+      /** A nacked message: read its partition again from it, after a backoff that grows while the same offset keeps failing. */
+      const redeliver = (topic: string, partition: number, offset: number, err: unknown) => {
+        const key = partitionKey(topic, partition);
+        const prev = lastNack.get(key);
+        const attempt = prev && prev.offset === offset ? prev.attempt + 1 : 1;
+        lastNack.set(key, { offset, attempt });
+        const ms = backoffDelay(DEFAULT_BACKOFF, attempt);
+        log.warn({ topic, partition, offset, attempt, retryInMs: ms, err: errorMessage(err) }, 'message failed; reading its partition again from it');
+        // Seek now (kafkajs drops batches fetched before the seek), read again after the backoff.
+        quietly('seek', () => consumer.seek({ topic, partition, offset: String(offset) }));
+        pause(topic, partition, 'nack');
+        later(ms, () => unpause(topic, partition, 'nack'));
+      };
+
+      const settled = (topic: string, partition: number) => {
+        if (tracker.inFlight(topic, partition) <= resumeBelow) unpause(topic, partition, 'full');
+      };
+
+      const toMsg = (topic: string, partition: number, m: KafkaMessage, highWatermark: number, token: OffsetToken): Msg => {
+        const key = m.key ? m.key.toString('utf8') : null;
+        const offset = Number(m.offset);
+        const ack = ackHandle((outcome) => {
+          if (outcome.ok) tracker.done(token);
+          else {
+            const from = tracker.fail(token);
+            if (from !== null && !closed) redeliver(topic, partition, from, outcome.error);
+          }
+          settled(topic, partition);
+        });
+        const meta = {
+          kafka_topic: topic,
+          kafka_partition: partition,
+          kafka_offset: offset,
+          kafka_timestamp: Number(m.timestamp),
+          kafka_key: key,
+          kafka_lag: Math.max(0, highWatermark - offset - 1),
+        };
+        return createMsg(null, { key, headers: headerStrings(m.headers), meta, ack });
+      };
+
+      const eachBatch = async ({ batch, resolveOffset, isRunning, isStale }: EachBatchPayload) => {
+        const { topic, partition } = batch;
+        if (stopped || closed || subscriber.closed) {
+          // A restarted consumer forgot the pause of stop(): pause again, hand out nothing.
+          pause(topic, partition, 'full');
+          return;
+        }
+        const hw = Number(batch.highWatermark);
+        let next: number | null = null;
+        for (const m of batch.messages) {
+          if (stopped || subscriber.closed || !isRunning() || isStale()) break;
+          if (tracker.inFlight(topic, partition) >= cfg.max_in_flight) {
+            // Not resolved: these messages are fetched again when the partition resumes.
+            pause(topic, partition, 'full');
+            break;
+          }
+          const offset = Number(m.offset);
+          const token = tracker.track(topic, partition, offset);
+          resolveOffset(m.offset);
+          next = offset + 1;
+          // Already handed out before a re-fetch (after a rebalance): in flight or done, not again.
+          if (!token) continue;
+          const msg = toMsg(topic, partition, m, hw, token);
+          try {
+            msg.value = bufferToValue(m.value, cfg.value_format);
+          } catch (err) {
+            // Not JSON under `json`: to the dead letters with the raw bytes; done once stored there.
+            msg.value = m.value;
+            ctx.reject(msg, err);
+            continue;
+          }
+          subscriber.next(msg);
+        }
+        if (next !== null) gauge.set(labels(topic, partition), Math.max(0, hw - next));
+      };
+
+      const runConfig: ConsumerRunConfig = { autoCommit: false, eachBatchAutoResolve: false, partitionsConsumedConcurrently: 1, eachBatch };
+
+      consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
+        const assigned = Object.entries(payload.memberAssignment).flatMap(([topic, partitions]) => partitions.map((partition) => ({ topic, partition })));
+        for (const r of tracker.assign(assigned)) {
+          const key = partitionKey(r.topic, r.partition);
+          pausedFor.delete(key);
+          lastNack.delete(key);
+          gauge.remove(labels(r.topic, r.partition));
+        }
+        // A restarted consumer has a fresh pause state: apply ours again.
+        if (stopped) pauseAll();
+        for (const p of pausedFor.values()) quietly('pause', () => consumer.pause([{ topic: p.topic, partitions: [p.partition] }]));
+        log.info({ assigned: payload.memberAssignment }, 'joined consumer group');
+        ctx.setReady(true);
+      });
+      // Before the group rebalances, commit what is done (best effort: the rebalance may win).
+      consumer.on(consumer.events.REBALANCING, () => void commit());
+      consumer.on(consumer.events.CRASH, ({ payload }) => {
+        const reason = errorMessage(payload.error);
+        ctx.setReady(false, `kafka consumer crashed: ${reason}`);
+        if (!payload.restart && !closed) {
+          log.error({ err: reason }, 'kafka consumer crashed; restarting it');
+          void start();
+        }
+      });
+
+      let subscribed = false;
+      const start = async () => {
+        for (let attempt = 1; !closed && !subscriber.closed; attempt++) {
+          try {
+            await consumer.connect();
+            if (!subscribed) {
+              await consumer.subscribe({ topics: cfg.topics, fromBeginning: cfg.start_from === 'earliest' });
+              subscribed = true;
+            }
+            // Closed while connecting: the close hook's disconnect came too early to stop this.
+            if (closed) return void (await consumer.disconnect().catch(() => undefined));
+            await consumer.run(runConfig);
+            return;
+          } catch (err) {
+            const e = toRunnerError(err, `joining consumer group ${cfg.consumer_group} at ${where}`);
+            ctx.setReady(false, e.message);
+            const ms = backoffDelay(DEFAULT_BACKOFF, attempt);
+            log.warn({ err: e.message, retryInMs: ms }, 'kafka consumer cannot start; retrying');
+            await consumer.disconnect().catch(() => undefined);
+            await sleep(ms);
+          }
+        }
+      };
+      void start();
+
+      // Stop: read no more, keep the consumer in the group so the acks of in-flight messages
+      // are still committed; the close hook commits once more and leaves.
+      const stopSub = ctx.stop$.subscribe(() => {
+        stopped = true;
+        pauseAll();
+        log.info('stopping: no more reading; in-flight messages are committed as they finish');
+        subscriber.complete();
+      });
+
+      ctx.onClose(async () => {
+        stopped = true;
+        closed = true;
+        commitTimer?.unsubscribe();
+        for (const t of timers) t.unsubscribe();
+        timers.clear();
+        await commit();
+        await consumer.disconnect().catch((err) => log.warn({ err: errorMessage(err) }, 'kafka consumer disconnect failed'));
+        for (const tp of tracker.partitions()) gauge.remove(labels(tp.topic, tp.partition));
+        tracker.revokeAll();
+      });
+
+      return () => {
+        stopped = true;
+        stopSub.unsubscribe();
+        pauseAll();
+      };
+    });
+  },
+});
