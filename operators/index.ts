@@ -11,10 +11,13 @@ import { log } from './core/log.ts';
 import { map } from './core/map.ts';
 import { stdout } from './core/stdout.ts';
 import { validate } from './core/validate.ts';
+import { kafka as kafkaInput } from './kafka/input.ts';
+import { kafka as kafkaOutput } from './kafka/output.ts';
 
 export const operators: AnyOperator[] = [
   // inputs
   generate,
+  kafkaInput,
   // processors
   validate,
   map,
@@ -23,6 +26,7 @@ export const operators: AnyOperator[] = [
   // outputs
   stdout,
   drop,
+  kafkaOutput,
 ];
 
 export const registry = new OperatorRegistry(operators);
