@@ -30,11 +30,12 @@ must(['topics', 'apply'], 'topics apply');
 
 say('== runner start demo-heatpump-simulator (stops by itself when all readings are in Kafka)');
 const producer = runner(['start', 'demo-heatpump-simulator'], env);
-producer.stderr.on('data', () => undefined);
+let producerLog = '';
+producer.stderr.on('data', (d) => (producerLog += d));
 producer.stdout.on('data', () => undefined);
 const producerExit = await new Promise<number>((resolve) => producer.on('exit', (code) => resolve(code ?? 1)));
 if (producerExit !== 0) {
-  say(`demo: the simulator pipeline exited with ${producerExit}`);
+  say(`demo: the simulator pipeline exited with ${producerExit}; its log:\n${producerLog}`);
   process.exit(1);
 }
 

@@ -55,7 +55,7 @@ export const validate = defineProcessor({
     return perMessage(ctx, (msg) => {
       if (check(msg.value)) return msg;
       const reasons = (check.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message}${e.keyword === 'additionalProperties' ? ` (${(e.params as { additionalProperty: string }).additionalProperty})` : ''}`);
-      throw new RunnerError('MESSAGE_INVALID', `does not match schema ${cfg.schema}: ${reasons.join('; ')}`);
+      throw new RunnerError('MESSAGE_INVALID', `does not match schema ${cfg.schema}: ${[...new Set(reasons)].join('; ')}`);
     });
   },
 });
