@@ -72,8 +72,10 @@ export class PipelineRuntime {
       metrics,
       scheduler: this.deps.scheduler ?? asyncScheduler,
       stop$: this.stopSignal.pipe(take(1)),
-      reject: (msg, err) => {
+      reject: (rejected, err) => {
         metrics.error('rejected');
+        // An input rejects before the message entered the chain: count it in flight from here.
+        const msg = kind === 'input' ? this.track(rejected) : rejected;
         if (kind === 'dead_letter') {
           // Never back into the dead-letter flow (it would loop): the input delivers it again.
           logger.warn({ err: errorMessage(err), meta: msg.meta }, 'dead-letter output rejected a message; it will be delivered again');
@@ -95,6 +97,24 @@ export class PipelineRuntime {
     };
   }
 
+  /** Count a message in flight until its ack settles. */
+  private track(msg: Msg): Msg {
+    const gauge = this.deps.metrics.inFlight;
+    const pipeline = this.config.name;
+    this.inFlight++;
+    gauge.set({ pipeline }, this.inFlight);
+    const inner = msg.ack;
+    return {
+      ...msg,
+      ack: ackHandle((outcome) => {
+        this.inFlight--;
+        gauge.set({ pipeline }, this.inFlight);
+        if (outcome.ok) inner.done();
+        else inner.fail(outcome.error);
+      }),
+    };
+  }
+
   /** Build the chain and start reading. */
   start(): void {
     const { config, deps } = this;
@@ -103,19 +123,8 @@ export class PipelineRuntime {
     const inputCtx = this.ctx(inputCfg, 'input');
     const input$ = defer(() => (inputCfg.operator as InputOperator).create(inputCfg.config, inputCtx)).pipe(
       map((msg): Msg => {
-        this.inFlight++;
-        deps.metrics.inFlight.set({ pipeline: config.name }, this.inFlight);
         inputCtx.metrics.received();
-        const inner = msg.ack;
-        return {
-          ...msg,
-          ack: ackHandle((outcome) => {
-            this.inFlight--;
-            deps.metrics.inFlight.set({ pipeline: config.name }, this.inFlight);
-            if (outcome.ok) inner.done();
-            else inner.fail(outcome.error);
-          }),
-        };
+        return this.track(msg);
       }),
     );
 
@@ -149,6 +158,7 @@ export class PipelineRuntime {
         }),
         tap(() => dctx.metrics.received()),
         dout,
+        tap(() => dctx.metrics.sent()),
       );
     } else {
       dlqStream = this.dlq$.pipe(concatMap(() => from([] as Msg[])));

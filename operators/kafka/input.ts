@@ -29,6 +29,10 @@ const config = Obj({
     description:
       'How record values become message values: `json` parses JSON and rejects (dead-letters) a value that is not JSON; `auto` parses JSON and keeps other text as a string; `string` keeps the text; `bytes` keeps the raw bytes.',
   }),
+  session_timeout: Duration(
+    'How long the group waits for a silent member (a crashed process) before its partitions move to the others; heartbeats go every tenth of it. Lower means faster recovery after a crash, higher tolerates longer pauses.',
+    '10s',
+  ),
   commit_period: Duration('How often offsets of done messages are committed (and once more when the pipeline stops).', '1s'),
   fetch_max_wait: Duration('Longest time a fetch waits at the broker for new data; also how soon a partition paused by backpressure is read again (kafkajs cannot wake a waiting fetch).', '100ms'),
 });
@@ -103,6 +107,8 @@ export const kafka = defineInput({
         groupId: cfg.consumer_group,
         allowAutoTopicCreation: false,
         maxWaitTimeInMs: fetchMaxWaitMs,
+        sessionTimeout: parseDuration(cfg.session_timeout),
+        heartbeatInterval: Math.max(100, Math.floor(parseDuration(cfg.session_timeout) / 10)),
         // kafkajs restarts a crashed consumer after retriable errors; we also restart after the others.
         retry: { restartOnFailure: async () => true },
       });
