@@ -261,8 +261,15 @@ function walkAnnotated(schema: Annotated, value: unknown, path: Path, cb: (s: An
   if (schema == null || value === undefined) return;
   cb(schema, value, path);
   const s = schema as any;
-  if (s.type === 'object' && s.properties && value && typeof value === 'object' && !Array.isArray(value)) {
-    for (const [k, sub] of Object.entries(s.properties)) walkAnnotated(sub as Annotated, (value as any)[k], [...path, k], cb);
+  if (s.type === 'object' && (s.properties || s.patternProperties) && value && typeof value === 'object' && !Array.isArray(value)) {
+    for (const [k, sub] of Object.entries(s.properties ?? {})) walkAnnotated(sub as Annotated, (value as any)[k], [...path, k], cb);
+    // Records (maps of name -> expression): every entry not named in properties.
+    const patterns = Object.entries<Annotated>(s.patternProperties ?? {});
+    for (const [k, v] of Object.entries(value)) {
+      if (s.properties && k in s.properties) continue;
+      const match = patterns.find(([re]) => new RegExp(re).test(k));
+      if (match) walkAnnotated(match[1], v, [...path, k], cb);
+    }
   } else if (s.type === 'array' && s.items && Array.isArray(value)) {
     value.forEach((v, i) => walkAnnotated(s.items, v, [...path, i], cb));
   } else if (Array.isArray(s.anyOf)) {

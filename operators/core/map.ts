@@ -1,13 +1,24 @@
+import { Type } from '@sinclair/typebox';
 import { RunnerError } from '../../core/errors.ts';
-import { compileExpression } from '../../core/expression.ts';
+import { compileExpression, compileTemplate } from '../../core/expression.ts';
 import { withValue } from '../../core/message.ts';
 import { defineProcessor } from '../../core/operator.ts';
 import { perMessage } from '../../core/processor.ts';
-import { Expr, Obj, OnInvalid } from '../../core/schema.ts';
+import { Expr, Obj, OnInvalid, Template } from '../../core/schema.ts';
 
 const config = Obj({
-  expression: Expr('JSONata expression whose result becomes the new message value. Bindings: $meta, $headers, $key.'),
+  expression: Expr('JSONata expression whose result becomes the new message value. Bindings: $meta, $headers, $key. The default `$` keeps the value.', '$'),
   key: Expr('JSONata expression for the message key, evaluated against the NEW value; the default `$key` keeps the key.', '$key'),
+  meta: Type.Record(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' }), Expr('JSONata expression for this metadata field, evaluated against the NEW value.'), {
+    default: {},
+    additionalProperties: false,
+    description: 'Metadata fields to set, each from a JSONata expression evaluated against the new value (`$meta` is the incoming metadata). Metadata is internal: outputs use it in templates (`${! $meta.target }`), it is not written out.',
+  }),
+  headers: Type.Record(Type.String({ minLength: 1 }), Template('Template for this header value.'), {
+    default: {},
+    additionalProperties: false,
+    description: 'Headers to set, each from a template evaluated against the new value (`${! $meta.mqtt_topic }`). Outputs such as kafka write headers with the message.',
+  }),
   on_invalid: OnInvalid(),
 });
 
@@ -19,19 +30,42 @@ export const map = defineProcessor({
     description:
       'Evaluates `expression` against the message value (with `$meta`, `$headers` and `$key` bound) and makes the result the new value; optionally sets a new key. An expression that fails or yields nothing for a message rejects that message (dead_letter, or drop with `on_invalid: drop`).',
     config,
-    examples: [{ title: 'Add the MQTT topic and a receive time', config: `expression: '$merge([$, {"topic": $meta.mqtt_topic, "received_at": $now()}])'` }],
+    examples: [
+      { title: 'Add the MQTT topic and a receive time', config: `expression: '$merge([$, {"topic": $meta.mqtt_topic, "received_at": $now()}])'` },
+      {
+        title: 'Key by device, route by kind, MQTT topic as a header',
+        config: "key: device_id\nmeta:\n  target: '\"homelab-\" & $meta.mqtt_topic_kind'\nheaders:\n  mqtt_topic: '${! $meta.mqtt_topic }'",
+      },
+    ],
     delivery: 'One message in, one message out, same ack; a message the expression cannot handle is dead-lettered, never dropped silently.',
     rejects: true,
   },
   create(cfg, ctx) {
     const expr = compileExpression(cfg.expression);
-    const keyExpr = cfg.key ? compileExpression(cfg.key) : undefined;
+    const keepValue = cfg.expression.trim() === '$';
+    const keyExpr = cfg.key && cfg.key.trim() !== '$key' ? compileExpression(cfg.key) : undefined;
+    const metaExprs = Object.entries(cfg.meta ?? {}).map(([name, src]) => [name, compileExpression(src)] as const);
+    const headerTmpls = Object.entries(cfg.headers ?? {}).map(([name, src]) => [name, compileTemplate(src)] as const);
     return perMessage(ctx, async (msg) => {
-      const value = await expr.evaluate(msg);
+      const value = keepValue ? msg.value : await expr.evaluate(msg);
       if (value === undefined) throw new RunnerError('EXPRESSION_FAILED', `expression ${JSON.stringify(cfg.expression)} produced no value`);
-      if (!keyExpr) return withValue(msg, value);
-      const key = await keyExpr.evaluate({ ...msg, value });
-      return withValue(msg, value, { key: key == null ? null : String(key) });
+      const next = { ...msg, value };
+      let key = msg.key;
+      if (keyExpr) {
+        const k = await keyExpr.evaluate(next);
+        key = k == null ? null : String(k);
+      }
+      let meta = msg.meta;
+      if (metaExprs.length) {
+        meta = { ...msg.meta };
+        for (const [name, e] of metaExprs) meta[name] = await e.evaluate(next);
+      }
+      let headers = msg.headers;
+      if (headerTmpls.length) {
+        headers = { ...msg.headers };
+        for (const [name, t] of headerTmpls) headers[name] = await t.evaluate(next);
+      }
+      return withValue(msg, value, { key, meta, headers });
     });
   },
 });

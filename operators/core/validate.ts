@@ -7,12 +7,15 @@ import addFormatsImport from 'ajv-formats';
 import { RunnerError } from '../../core/errors.ts';
 import { defineProcessor } from '../../core/operator.ts';
 import { perMessage } from '../../core/processor.ts';
-import { Obj, OnInvalid } from '../../core/schema.ts';
+import { Obj, OnInvalid, Template } from '../../core/schema.ts';
+import { compileTemplate } from '../../core/expression.ts';
 
 const addFormats = addFormatsImport as unknown as (ajv: Ajv) => Ajv;
 
 const config = Obj({
-  schema: Type.String({ minLength: 1, pattern: '^[A-Za-z0-9_.-]+$', description: 'Name of a JSON Schema in schemas/: `heatpump-telemetry` means schemas/heatpump-telemetry.schema.json.' }),
+  schema: Template(
+    'Name of a JSON Schema in schemas/: `heatpump-telemetry` means schemas/heatpump-telemetry.schema.json. May be a template choosing the schema per message, e.g. `${! $meta.mqtt_topic_kind }-telemetry`; a static name is checked by lint, a chosen one that does not exist rejects the message.',
+  ),
   on_invalid: OnInvalid(),
 });
 
@@ -39,6 +42,8 @@ export const validate = defineProcessor({
     delivery: 'Never drops silently: an invalid message is dead-lettered, or dropped with a log line and a metric when `on_invalid: drop`.',
     rejects: true,
     lint(cfg, lctx) {
+      if (!compileTemplate(cfg.schema).isStatic) return [];
+      if (!/^[A-Za-z0-9_.-]+$/.test(cfg.schema)) return [{ path: ['schema'], message: `schema name "${cfg.schema}" may only contain letters, digits, . _ and -` }];
       if (!existsSync(schemaFile(lctx.schemasDir, cfg.schema))) {
         return [{ path: ['schema'], message: `schema "${cfg.schema}" not found: expected the file schemas/${cfg.schema}.schema.json` }];
       }
@@ -51,11 +56,27 @@ export const validate = defineProcessor({
     },
   },
   create(cfg, ctx) {
-    const check = compileNamedSchema(join(ctx.rootDir, 'schemas'), cfg.schema);
-    return perMessage(ctx, (msg) => {
+    const dir = join(ctx.rootDir, 'schemas');
+    const name = compileTemplate(cfg.schema);
+    const cache = new Map<string, ValidateFunction>();
+    const lookup = (schema: string): ValidateFunction => {
+      let fn = cache.get(schema);
+      if (!fn) {
+        if (!/^[A-Za-z0-9_.-]+$/.test(schema) || !existsSync(schemaFile(dir, schema))) {
+          throw new RunnerError('SCHEMA_NOT_FOUND', `schema "${schema}" chosen for this message does not exist in schemas/`);
+        }
+        fn = compileNamedSchema(dir, schema);
+        cache.set(schema, fn);
+      }
+      return fn;
+    };
+    if (name.isStatic) lookup(cfg.schema);
+    return perMessage(ctx, async (msg) => {
+      const schemaName = name.isStatic ? cfg.schema : await name.evaluate(msg);
+      const check = lookup(schemaName);
       if (check(msg.value)) return msg;
       const reasons = (check.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message}${e.keyword === 'additionalProperties' ? ` (${(e.params as { additionalProperty: string }).additionalProperty})` : ''}`);
-      throw new RunnerError('MESSAGE_INVALID', `does not match schema ${cfg.schema}: ${[...new Set(reasons)].join('; ')}`);
+      throw new RunnerError('MESSAGE_INVALID', `does not match schema ${schemaName}: ${[...new Set(reasons)].join('; ')}`);
     });
   },
 });

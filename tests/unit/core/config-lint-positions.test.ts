@@ -70,7 +70,7 @@ describe('lint: operator config against its schema', () => {
   });
 
   it('reports a missing required field at the object that lacks it', () => {
-    expect(lint('name: x\ninput:\n  generate: {}\npipeline:\n  - map: {}\noutput:\n  drop: {}\ndead_letter:\n  drop: {}\n')).toEqual(['p.yaml:5:10: missing required field "expression"']);
+    expect(lint('name: x\ninput:\n  generate: {}\npipeline:\n  - validate: {}\noutput:\n  drop: {}\ndead_letter:\n  drop: {}\n')).toEqual(['p.yaml:5:15: missing required field "schema"']);
     expect(lint('name: x\ninput:\n  generate: {}\n')).toEqual(['p.yaml:1:1: missing required field "output"']);
   });
 

@@ -5,9 +5,9 @@ import { createMsg, type Msg } from '../../../../core/message.ts';
 import { map } from '../../../../operators/core/map.ts';
 import { testContext } from '../../../helpers/context.ts';
 
-const run = async (cfg: { expression: string; key?: string }, msgs: Msg[]) => {
+const run = async (cfg: { expression: string; key?: string; meta?: Record<string, string>; headers?: Record<string, string> }, msgs: Msg[]) => {
   const ctx = testContext();
-  const out = await lastValueFrom(from(msgs).pipe(map.create({ key: '$key', on_invalid: 'dead_letter', ...cfg }, ctx), toArray()));
+  const out = await lastValueFrom(from(msgs).pipe(map.create({ key: '$key', meta: {}, headers: {}, on_invalid: 'dead_letter', ...cfg }, ctx), toArray()));
   return { ctx, out };
 };
 
@@ -48,5 +48,13 @@ describe('map', () => {
     expect(out).toEqual([]);
     expect(ctx.rejected).toHaveLength(1);
     expect((ctx.rejected[0]!.err as Error).message).toContain('produced no value');
+  });
+  it('sets metadata from expressions and headers from templates, evaluated against the new value', async () => {
+    const { out } = await run(
+      { expression: '$merge([$, {"kind": "heatpump"}])', meta: { target: '"homelab-" & kind' }, headers: { mqtt_topic: '${! $meta.mqtt_topic }', device: '${! device_id }' } },
+      [createMsg({ device_id: 'device-001' }, { meta: { mqtt_topic: 'heatpump/device-001/telemetry' }, headers: { keep: 'me' } })],
+    );
+    expect(out[0]!.meta).toMatchObject({ target: 'homelab-heatpump', mqtt_topic: 'heatpump/device-001/telemetry' });
+    expect(out[0]!.headers).toEqual({ keep: 'me', mqtt_topic: 'heatpump/device-001/telemetry', device: 'device-001' });
   });
 });
