@@ -13,11 +13,14 @@ import { stdout } from './core/stdout.ts';
 import { validate } from './core/validate.ts';
 import { kafka as kafkaInput } from './kafka/input.ts';
 import { kafka as kafkaOutput } from './kafka/output.ts';
+import { mqttInput } from './mqtt/input.ts';
+import { mqttOutput } from './mqtt/output.ts';
 
 export const operators: AnyOperator[] = [
   // inputs
   generate,
   kafkaInput,
+  mqttInput,
   // processors
   validate,
   map,
@@ -27,6 +30,7 @@ export const operators: AnyOperator[] = [
   stdout,
   drop,
   kafkaOutput,
+  mqttOutput,
 ];
 
 export const registry = new OperatorRegistry(operators);
