@@ -32,7 +32,7 @@ export const connectionFields = {
   client_id: Type.String({
     default: '',
     description:
-      'Client id. The broker keeps a persistent session (subscriptions and queued messages) under it, so it must stay the same across restarts, and two running instances must never share it (the broker disconnects the older one each time the other connects). Empty (the default): `runner-<pipeline>-<component>`, stable across restarts.',
+      'Client id. The broker keeps a persistent session (subscriptions and queued messages) under it, so it must stay the same across restarts, and two running instances must never share it (the broker disconnects the older one each time the other connects): when running a pipeline more than once, give each instance its own, e.g. `bridge-${HOSTNAME}`. Empty (the default): `runner-<pipeline>-<component>`, stable across restarts. MQTT 3.1.1 only promises ids of up to 23 characters; Mosquitto takes longer ones.',
   }),
   username: Type.String({ default: '', description: 'User name sent to the broker; empty (the default) connects without credentials.' }),
   password: Type.String({

@@ -104,7 +104,11 @@ export const mqttInput = defineInput({
           issues.push({ path: ['topic_pattern'], message: errorMessage(err) });
         }
       }
-      if (parseDuration(cfg.session_expiry) / 1000 > MAX_SESSION_EXPIRY_S) issues.push({ path: ['session_expiry'], message: 'session_expiry is longer than MQTT 5 allows (about 136 years)' });
+      const expiryS = parseDuration(cfg.session_expiry) / 1000;
+      if (expiryS > MAX_SESSION_EXPIRY_S) issues.push({ path: ['session_expiry'], message: 'session_expiry is longer than MQTT 5 allows (about 136 years)' });
+      if (cfg.protocol_version === 5 && !cfg.clean_session && expiryS < 1) {
+        issues.push({ path: ['session_expiry'], message: 'with session_expiry 0 the broker ends the session when the connection closes, so nothing is kept while the runner is down; give it a duration, or say clean_session: true' });
+      }
       return issues;
     },
   },
@@ -307,7 +311,7 @@ export const mqttInput = defineInput({
         const msg: Msg = { value: payload, key: null, headers, meta, ack, createdAt: Date.now() };
 
         if (!topics.some((f) => topicMatches(f, topic))) {
-          if (!warnedTopics.has(topic)) {
+          if (!warnedTopics.has(topic) && warnedTopics.size < 1000) {
             warnedTopics.add(topic);
             log.warn({ topic, topics }, 'message on a topic none of `topics` matches (a subscription left in the persistent session by an earlier configuration?); acknowledged and dropped');
           }

@@ -33,7 +33,11 @@ export async function freePort(): Promise<number> {
   });
 }
 
-export async function privateMosquitto(opts: { users?: Record<string, string>; config?: string[] } = {}): Promise<PrivateBroker> {
+/**
+ * `users` turns anonymous access off and writes a password file; `acl` (lines of a Mosquitto
+ * acl_file, e.g. `user runner` / `topic read allowed/#`) restricts what they may do.
+ */
+export async function privateMosquitto(opts: { users?: Record<string, string>; acl?: string[]; config?: string[] } = {}): Promise<PrivateBroker> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'runner-mosquitto-'));
   const lines = [
@@ -58,6 +62,11 @@ export async function privateMosquitto(opts: { users?: Record<string, string>; c
     }
     lines.push('allow_anonymous false', `password_file ${file}`);
   } else lines.push('allow_anonymous true');
+  if (opts.acl) {
+    const file = join(dir, 'acl');
+    writeFileSync(file, `${opts.acl.join('\n')}\n`);
+    lines.push(`acl_file ${file}`);
+  }
   lines.push(...(opts.config ?? []));
   const conf = join(dir, 'mosquitto.conf');
   writeFileSync(conf, `${lines.join('\n')}\n`);

@@ -48,6 +48,26 @@ describe('mqtt credentials', () => {
   });
 });
 
+describe('mqtt subscriptions the broker does not grant as asked', () => {
+  // Mosquitto 2.0 grants every subscription and applies read ACLs when delivering, so the SUBACK
+  // check is shown with a listener limited to QoS 0 (max_qos 0): it grants QoS 0 for QoS 1.
+  let broker: PrivateBroker;
+  beforeAll(async () => {
+    broker = await privateMosquitto({ config: ['max_qos 0'] });
+  });
+  afterAll(async () => {
+    await broker.stop();
+  });
+
+  it.each([5, 4] as const)('MQTT %i: granted QoS 0 for QoS 1 keeps the input not ready, naming the filter, logged as an error', async (protocol_version) => {
+    const input = startInput({ urls: [broker.url], client_id: uniq('maxqos'), topics: ['heatpump/+/telemetry'], protocol_version, ...fast });
+    const down = await input.readiness((r) => !r.ready && /granted/.test(r.reason ?? ''));
+    expect(down.reason).toBe(`the broker granted QoS 0 instead of 1 for "heatpump/+/telemetry"; messages can be lost at mqtt://127.0.0.1:${broker.port}`);
+    await input.logged((l) => l.level === 50 && l.msg === down.reason);
+    await input.stop();
+  });
+});
+
 describe('mqtt input across a broker restart', () => {
   let broker: PrivateBroker;
   beforeAll(async () => {

@@ -130,3 +130,36 @@ describe('mqtt input: rejects', () => {
     ok!.ack.done();
   });
 });
+
+describe('mqtt input: retained messages and restarts', () => {
+  it.each([
+    [5, 'once: a restart of the persistent session does not deliver them again'],
+    [4, 'again on every start (3.1.1 has no retain handling): a documented duplicate'],
+  ] as const)('MQTT %i: retained messages arrive %s', async (protocol_version, _how) => {
+    const base = uniq('retained');
+    const clientId = uniq('in');
+    await pub.publishAsync(`${base}/state`, '{"kept":true}', { qos: 1, retain: true });
+    const first = start({ client_id: clientId, protocol_version, topics: [`${base}/#`] });
+    const [r] = await first.msgs.next(1);
+    expect(r!.meta.mqtt_retained).toBe(true);
+    r!.ack.done();
+    await first.ready();
+    running.splice(running.indexOf(first), 1);
+    await first.stop();
+
+    const second = start({ client_id: clientId, protocol_version, topics: [`${base}/#`] });
+    await second.ready();
+    await pub.publishAsync(`${base}/live`, '{"live":true}', { qos: 1 });
+    const [next] = await second.msgs.next(1);
+    if (protocol_version === 5) expect(next!.value).toEqual({ live: true });
+    else {
+      expect(next!.value).toEqual({ kept: true });
+      expect(next!.meta.mqtt_retained).toBe(true);
+      const [live] = await second.msgs.next(1);
+      expect(live!.value).toEqual({ live: true });
+      live!.ack.done();
+    }
+    next!.ack.done();
+    await pub.publishAsync(`${base}/state`, '', { qos: 1, retain: true });
+  });
+});

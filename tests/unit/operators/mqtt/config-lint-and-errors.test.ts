@@ -131,3 +131,10 @@ describe('mqtt errors', () => {
     expect(describeBrokers({ urls: ['mqtt://u:p@h:1883', 'mqtts://h2:8883'] })).toBe('mqtt://h:1883,mqtts://h2:8883');
   });
 });
+
+describe('mqtt lint: sessions', () => {
+  it('reports a persistent MQTT 5 session that expires at once', () => {
+    expect(lint(inputPipeline('urls: ["mqtt://127.0.0.1:1883"]\ntopics: [a]\nsession_expiry: 0'))).toEqual([expect.stringMatching(/p\.yaml:6:21: with session_expiry 0 the broker ends the session/)]);
+    expect(lint(inputPipeline('urls: ["mqtt://127.0.0.1:1883"]\ntopics: [a]\nsession_expiry: 0\nclean_session: true'))).toEqual([]);
+  });
+});
