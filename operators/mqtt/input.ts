@@ -51,7 +51,7 @@ const config = Obj({
     maximum: 65_535,
     default: 1000,
     description:
-      'Messages handed to the pipeline and not yet done, at most. With MQTT 5 it is sent to the broker as receive maximum, so the broker itself holds back further QoS 1/2 messages until earlier ones are acknowledged; in any case the input stops reading from the connection while this many are in flight.',
+      'Messages handed to the pipeline and not yet done, at most. With MQTT 5 it is sent to the broker as receive maximum, so the broker itself holds back further QoS 1/2 messages until earlier ones are acknowledged. Otherwise (MQTT 3.1.1, or QoS 0) the input stops reading from the connection while this many are in flight; if that lasts longer than 1.5 keepalive intervals the connection times out and is made again (nothing is lost).',
   }),
 });
 
@@ -65,7 +65,7 @@ export const mqttInput = defineInput({
       '',
       'Acknowledgement: the PUBACK (QoS 1) or PUBREC (QoS 2) for a message is sent only when the message is done (written by the output, deliberately dropped, or stored by the dead-letter output), and in the order the messages arrived, as MQTT requires: a message still in progress holds back the acknowledgements of later ones. A message that fails (is not done) is never acknowledged; the input then reconnects (with backoff) and the broker, which resends unacknowledged messages of a persistent session on every reconnect, delivers it again. When the broker resends a message that is still in progress on a new connection, it is not handed out twice.',
       '',
-      'Flow control: at most `max_in_flight` messages are in progress. With MQTT 5 that number is the receive maximum the broker must respect; with 3.1.1 the broker\'s own limit applies (Mosquitto: max_inflight_messages) and the input stops reading from the socket when the limit is reached.',
+      'Flow control: at most `max_in_flight` messages are in progress. With MQTT 5 that number is the receive maximum the broker must respect for QoS 1/2; with 3.1.1 the broker\'s own limit applies (Mosquitto: max_inflight_messages) and the input also stops reading from the socket when `max_in_flight` is reached (as it does for QoS 0 messages with MQTT 5).',
       '',
       'Stopping: the input stops handing out messages and completes; the connection stays open until in-flight messages are drained so their acknowledgements reach the broker, then it disconnects without ending the session (no unsubscribe). Messages that arrived after the stop are not acknowledged and come again on the next start.',
       '',
@@ -252,8 +252,10 @@ export const mqttInput = defineInput({
       };
       // mqtt.js acknowledges a QoS 1/2 PUBLISH as soon as it has parsed it: swallow those
       // acknowledgements (calling their callbacks, so it goes on reading). Everything else passes.
+      // With MQTT 5 the broker keeps QoS 1/2 within the receive maximum itself, so reading goes on
+      // (and PINGRESPs are seen) even with max_in_flight messages in progress.
       internals._sendPacket = (packet, cb, ...rest) => {
-        if (packet.cmd === 'puback' || packet.cmd === 'pubrec') return whenRoom(() => cb?.());
+        if (packet.cmd === 'puback' || packet.cmd === 'pubrec') return v5 ? cb?.() : whenRoom(() => cb?.());
         return send(packet, cb, ...rest);
       };
       // Called by mqtt.js for a QoS 0 or 1 PUBLISH after the 'packetreceive' event that handed it
