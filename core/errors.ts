@@ -39,5 +39,7 @@ export function isRetryable(err: unknown): boolean {
 
 export function errorMessage(err: unknown): string {
   if (err instanceof Error) return err.message;
+  // Some libraries (JSONata) throw plain objects with a message.
+  if (err && typeof err === 'object' && typeof (err as { message?: unknown }).message === 'string') return (err as { message: string }).message;
   return String(err);
 }
