@@ -145,6 +145,7 @@ export class Locator {
 }
 
 function describeValue(v: unknown): string {
+  if (v === '[REDACTED]') return 'a secret (value not shown)';
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'a list';
   if (typeof v === 'object') return 'an object';
@@ -206,7 +207,9 @@ function humanise(errors: ErrorObject[], data: unknown): { path: Path; message: 
   const unions = new Set(errors.filter((e) => e.keyword === 'anyOf' || e.keyword === 'oneOf').map((e) => e.instancePath));
   for (const e of errors) {
     const path = pointerToPath(e.instancePath);
-    const value = getAt(data, path);
+    const raw = getAt(data, path);
+    // Never echo a secret's value in an error.
+    const value = (e.parentSchema as Annotated | undefined)?.['x-secret'] && raw !== undefined ? '[REDACTED]' : raw;
     if (unions.has(e.instancePath) && e.keyword !== 'anyOf' && e.keyword !== 'oneOf') continue;
     switch (e.keyword) {
       case 'required': {
@@ -233,6 +236,8 @@ function humanise(errors: ErrorObject[], data: unknown): { path: Path; message: 
         break;
       case 'anyOf':
       case 'oneOf': {
+        // One branch fitted the shape and failed deeper: those deeper errors say it better.
+        if (errors.some((o) => o.instancePath.startsWith(`${e.instancePath}/`))) break;
         const s = e.parentSchema as Annotated & { description?: string };
         const branches = ((s as { anyOf?: { const?: unknown }[] })?.anyOf ?? []) as { const?: unknown }[];
         const what = s?.['x-duration']

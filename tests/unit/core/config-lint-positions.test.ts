@@ -200,3 +200,13 @@ output:
     ]);
   });
 });
+
+describe('lint never echoes a secret', () => {
+  it('reports a wrongly typed password without its value, and only the deeper error of a union', () => {
+    const text = 'name: s\ninput:\n  kafka:\n    brokers: [x:1]\n    topics: [t]\n    consumer_group: g\n    sasl: { mechanism: plain, username: u, password: 123456789012 }\noutput: { drop: {} }\n';
+    const res = loadPipeline('s.yaml', { registry, rootDir: ROOT, text, env: {} });
+    const lines = res.problems.map(formatProblem);
+    expect(lines).toEqual(['s.yaml:7:54: must be string, got a secret (value not shown)']);
+    expect(lines.join('\n')).not.toContain('123456789012');
+  });
+});
