@@ -15,6 +15,8 @@ import { kafka as kafkaInput } from './kafka/input.ts';
 import { kafka as kafkaOutput } from './kafka/output.ts';
 import { mqttInput } from './mqtt/input.ts';
 import { mqttOutput } from './mqtt/output.ts';
+import { schemaRegistryDecode } from './schema-registry/decode.ts';
+import { schemaRegistryEncode } from './schema-registry/encode.ts';
 
 export const operators: AnyOperator[] = [
   // inputs
@@ -26,6 +28,8 @@ export const operators: AnyOperator[] = [
   map,
   filter,
   log,
+  schemaRegistryEncode,
+  schemaRegistryDecode,
   // outputs
   stdout,
   drop,
