@@ -4,6 +4,9 @@ import { Gauge, type Registry } from 'prom-client';
 import { Observable, interval } from 'rxjs';
 import { parseDuration } from '../../core/duration.ts';
 import { errorMessage } from '../../core/errors.ts';
+import { connectionFields as registryConnectionFields, registryClient } from '../schema-registry/client.ts';
+import { decodeWire } from '../schema-registry/codec.ts';
+import { isRetryable } from '../../core/errors.ts';
 import { ackHandle, bufferToValue, createMsg, type Headers, type Msg } from '../../core/message.ts';
 import { defineInput } from '../../core/operator.ts';
 import { DEFAULT_BACKOFF, backoffDelay } from '../../core/retry.ts';
@@ -24,10 +27,14 @@ const config = Obj({
     default: 1000,
     description: 'Unfinished messages per partition: reading a partition pauses while this many of its messages are not done, and resumes when half of them are.',
   }),
-  value_format: Type.Union([Type.Literal('json'), Type.Literal('auto'), Type.Literal('string'), Type.Literal('bytes')], {
+  value_format: Type.Union([Type.Literal('json'), Type.Literal('auto'), Type.Literal('string'), Type.Literal('bytes'), Type.Literal('schema_registry')], {
     default: 'json',
     description:
-      'How record values become message values: `json` parses JSON and rejects (dead-letters) a value that is not JSON; `auto` parses JSON and keeps other text as a string; `string` keeps the text; `bytes` keeps the raw bytes.',
+      'How record values become message values: `json` parses JSON and rejects (dead-letters) a value that is not JSON; `auto` parses JSON and keeps other text as a string; `string` keeps the text; `bytes` keeps the raw bytes; `schema_registry` decodes the Confluent wire format (Avro or JSON Schema) with the registry in `schema_registry` (a value that is not in the wire format or names an unknown schema is dead-lettered; while the registry is unreachable the partition waits and retries).',
+  }),
+  schema_registry: Type.Union([Type.Null(), Obj(registryConnectionFields, { description: 'The registry to decode with.' })], {
+    default: null,
+    description: 'The Confluent-compatible schema registry for `value_format: schema_registry`: `url`, optional `basic_auth`, `timeout` (as in schema_registry_decode).',
   }),
   session_timeout: Duration(
     'How long the group waits for a silent member (a crashed process) before its partitions move to the others; heartbeats go every tenth of it. Lower means faster recovery after a crash, higher tolerates longer pauses.',
@@ -90,9 +97,16 @@ export const kafka = defineInput({
     delivery:
       'At-least-once. An offset is committed only when every message below it is done, so a crash, a failed message or a rebalance delivers messages again, never loses them. Duplicates: everything after the last commit after a crash or restart; messages after a failed one (they are read again with it); in-flight messages of a partition that moved to another member.',
     rejects: true,
+    lint(cfg) {
+      if (cfg.value_format === 'schema_registry' && !cfg.schema_registry) return [{ path: ['schema_registry'], message: 'value_format: schema_registry needs schema_registry: { url: ... }' }];
+      if (cfg.value_format !== 'schema_registry' && cfg.schema_registry) return [{ path: ['schema_registry'], message: 'schema_registry is only used with value_format: schema_registry' }];
+      return [];
+    },
   },
   create(cfg, ctx) {
     const where = describeBrokers(cfg);
+    const registry = cfg.value_format === 'schema_registry' && cfg.schema_registry ? registryClient(cfg.schema_registry) : null;
+    let registryDown = false;
     const log = ctx.logger.child({ consumer_group: cfg.consumer_group });
     const commitPeriodMs = parseDuration(cfg.commit_period);
     const fetchMaxWaitMs = parseDuration(cfg.fetch_max_wait);
@@ -234,8 +248,33 @@ export const kafka = defineInput({
           // Already handed out before a re-fetch (after a rebalance): in flight or done, not again.
           if (!token) continue;
           const msg = toMsg(topic, partition, m, hw, token);
+          if (registry) {
+            try {
+              const decoded = await decodeWire(registry, m.value);
+              msg.value = decoded.value;
+              msg.meta.schema_id = decoded.schemaId;
+              msg.meta.schema_type = decoded.schemaType;
+              if (registryDown) {
+                registryDown = false;
+                ctx.setReady(true);
+              }
+            } catch (err) {
+              if (isRetryable(err)) {
+                // Registry away: not handed out; the nack seeks back here and retries after a backoff.
+                ctx.setReady(false, `schema registry: ${errorMessage(err)}`);
+                registryDown = true;
+                msg.ack.fail(err);
+                break;
+              }
+              msg.value = m.value;
+              ctx.reject(msg, err);
+              continue;
+            }
+            subscriber.next(msg);
+            continue;
+          }
           try {
-            msg.value = bufferToValue(m.value, cfg.value_format);
+            msg.value = bufferToValue(m.value, cfg.value_format as 'json' | 'auto' | 'string' | 'bytes');
           } catch (err) {
             // Not JSON under `json`: to the dead letters with the raw bytes; done once stored there.
             msg.value = m.value;

@@ -102,5 +102,22 @@ describe('kafka output -> kafka input through the wire format', () => {
     expect(dctx.rejected.map((r) => [r.msg.meta.kafka_offset, (r.err as RunnerError).message])).toEqual([
       [3, 'not in the Confluent wire format: first byte is 0x7b, expected the magic byte 0x00 (it looks like plain JSON)'],
     ]);
+
+    // The same records decoded on read by the kafka input itself (value_format: schema_registry).
+    const rctx = testContext({ component: 'kafka-in-decoding' });
+    const onRead: Msg[] = await firstValueFrom(
+      kafkaInput
+        .create(inputConfig({ topics: [topic], consumer_group: `it-sr-onread-${runId}`, value_format: 'schema_registry', schema_registry: { url: url!, basic_auth: null, timeout: '10s' } }), rctx)
+        .pipe(
+          tap((m) => m.ack.done()),
+          take(5),
+          toArray(),
+        ),
+    );
+    rctx.stopSubject.next();
+    await rctx.close();
+    expect(onRead.map((m) => m.value)).toEqual([...avroValues.map((v) => ({ ...nulls, ...v })), ...jsonValues]);
+    expect(onRead.map((m) => m.meta.schema_type)).toEqual(['avro', 'avro', 'avro', 'json', 'json']);
+    expect(rctx.rejected.map((r) => r.msg.meta.kafka_offset)).toEqual([3]);
   });
 });
