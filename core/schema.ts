@@ -36,3 +36,19 @@ export const OnInvalid = () =>
       'What happens to a message this step rejects: `dead_letter` sends it to the pipeline\'s dead_letter output with the reason (the pipeline must have one); `drop` drops it, logged and counted in runner_component_discarded_total.',
     default: 'dead_letter',
   });
+
+/**
+ * A copy of a schema without `default` keywords, for object schemas used inside a union branch
+ * (ajv applies no defaults there and strict mode refuses them); the operator fills them itself.
+ */
+export function withoutDefaults<T extends TSchema>(schema: T): T {
+  const strip = (v: unknown): unknown => {
+    if (Array.isArray(v)) return v.map(strip);
+    if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).filter(([k]) => k !== 'default').map(([k, x]) => [k, strip(x)]));
+    return v;
+  };
+  const copy = strip(schema) as T;
+  // Keep TypeBox's symbols (Kind, Optional) so Static<> and Value still work.
+  for (const sym of Object.getOwnPropertySymbols(schema)) (copy as any)[sym] = (schema as any)[sym];
+  return copy;
+}

@@ -10,7 +10,7 @@ import { isRetryable } from '../../core/errors.ts';
 import { ackHandle, bufferToValue, createMsg, type Headers, type Msg } from '../../core/message.ts';
 import { defineInput } from '../../core/operator.ts';
 import { DEFAULT_BACKOFF, backoffDelay } from '../../core/retry.ts';
-import { Duration, Obj } from '../../core/schema.ts';
+import { Duration, Obj, withoutDefaults } from '../../core/schema.ts';
 import { connectionFields, describeBrokers, kafkaClient, toRunnerError } from './client.ts';
 import { OffsetTracker, partitionKey, type OffsetToken } from './offsets.ts';
 
@@ -32,7 +32,7 @@ const config = Obj({
     description:
       'How record values become message values: `json` parses JSON and rejects (dead-letters) a value that is not JSON; `auto` parses JSON and keeps other text as a string; `string` keeps the text; `bytes` keeps the raw bytes; `schema_registry` decodes the Confluent wire format (Avro or JSON Schema) with the registry in `schema_registry` (a value that is not in the wire format or names an unknown schema is dead-lettered; while the registry is unreachable the partition waits and retries).',
   }),
-  schema_registry: Type.Union([Type.Null(), Obj(registryConnectionFields, { description: 'The registry to decode with.' })], {
+  schema_registry: Type.Union([Type.Null(), withoutDefaults(Obj(registryConnectionFields, { description: 'The registry to decode with (basic_auth defaults to null, timeout to 10s).' }))], {
     default: null,
     description: 'The Confluent-compatible schema registry for `value_format: schema_registry`: `url`, optional `basic_auth`, `timeout` (as in schema_registry_decode).',
   }),
@@ -105,7 +105,7 @@ export const kafka = defineInput({
   },
   create(cfg, ctx) {
     const where = describeBrokers(cfg);
-    const registry = cfg.value_format === 'schema_registry' && cfg.schema_registry ? registryClient(cfg.schema_registry) : null;
+    const registry = cfg.value_format === 'schema_registry' && cfg.schema_registry ? registryClient({ ...cfg.schema_registry, basic_auth: cfg.schema_registry.basic_auth ?? null, timeout: cfg.schema_registry.timeout ?? '10s' }) : null;
     let registryDown = false;
     const log = ctx.logger.child({ consumer_group: cfg.consumer_group });
     const commitPeriodMs = parseDuration(cfg.commit_period);
