@@ -44,11 +44,13 @@ export const OnInvalid = () =>
 export function withoutDefaults<T extends TSchema>(schema: T): T {
   const strip = (v: unknown): unknown => {
     if (Array.isArray(v)) return v.map(strip);
-    if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).filter(([k]) => k !== 'default').map(([k, x]) => [k, strip(x)]));
+    if (v && typeof v === 'object') {
+      const out: Record<string | symbol, unknown> = Object.fromEntries(Object.entries(v).filter(([k]) => k !== 'default').map(([k, x]) => [k, strip(x)]));
+      // Keep TypeBox's symbols (Kind, Optional) at every level so Static<> and Value still work.
+      for (const sym of Object.getOwnPropertySymbols(v)) out[sym] = (v as Record<symbol, unknown>)[sym];
+      return out;
+    }
     return v;
   };
-  const copy = strip(schema) as T;
-  // Keep TypeBox's symbols (Kind, Optional) so Static<> and Value still work.
-  for (const sym of Object.getOwnPropertySymbols(schema)) (copy as any)[sym] = (schema as any)[sym];
-  return copy;
+  return strip(schema) as T;
 }
