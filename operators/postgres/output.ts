@@ -1,0 +1,382 @@
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { Type } from '@sinclair/typebox';
+import copyStreams from 'pg-copy-streams';
+import { EMPTY, type Observable, catchError, concat, defer, from, mergeMap } from 'rxjs';
+import { batch } from '../../core/batch.ts';
+import { parseDuration } from '../../core/duration.ts';
+import { RunnerError, errorMessage } from '../../core/errors.ts';
+import { type Expression, compileExpression } from '../../core/expression.ts';
+import type { Msg } from '../../core/message.ts';
+import { type LintIssue, defineOutput } from '../../core/operator.ts';
+import { DEFAULT_BACKOFF, backoffDelay, retryWithBackoff } from '../../core/retry.ts';
+import { Duration, Expr, Obj } from '../../core/schema.ts';
+import {
+  COLUMN_PATTERN,
+  TABLE_PATTERN,
+  copyTextLine,
+  createPool,
+  describeTarget,
+  isRowError,
+  missingColumns,
+  quoteIdent,
+  quoteTable,
+  safeUrl,
+  toRunnerError,
+} from './pool.ts';
+
+const Column = (description: string) => Type.String({ pattern: COLUMN_PATTERN, description });
+
+const config = Obj({
+  url: Type.String({
+    minLength: 1,
+    description:
+      'Connection URL, `postgres://user:password@host:5432/database` (use `${DATABASE_URL}` or `${PGPASSWORD}` parts from the environment). The password is never logged or shown.',
+  }),
+  table: Type.String({
+    pattern: TABLE_PATTERN,
+    description:
+      'Table to write to, `name` or `schema.name`. Names are matched as stored in PostgreSQL (lower case unless created with quotes). It must exist with every column named in `columns`: checked at startup.',
+  }),
+  columns: Type.Record(Type.String({ pattern: COLUMN_PATTERN }), Expr('JSONata expression whose result is written to this column.'), {
+    additionalProperties: false,
+    minProperties: 1,
+    description:
+      'Column name -> JSONata expression evaluated against the message (`$` is the whole value, `$meta`, `$key`, `$headers` are bound), e.g. `time: $fromMillis(timestamp * 1000)`, `device_id: device_id`, `raw: $`. null or nothing gives SQL NULL; objects and arrays are written as JSON text (for json/jsonb columns); numbers, booleans and strings as text that PostgreSQL converts to the column type. A message whose expression fails is rejected before its batch is written.',
+  }),
+  mode: Type.Union([Type.Literal('copy'), Type.Literal('upsert')], {
+    default: 'upsert',
+    description:
+      '`copy`: plain `COPY table FROM STDIN` (fastest; a row that collides with a unique key is rejected, so a batch written again after a crash dead-letters its duplicates). `upsert`: COPY into a temporary staging table, then `INSERT ... SELECT ... ON CONFLICT` as `conflict` says (idempotent: writing a batch twice changes nothing).',
+  }),
+  conflict: Obj(
+    {
+      keys: Type.Array(Column('A column of the unique index or primary key.'), {
+        default: [],
+        description: 'Conflict target: the columns of a unique index or primary key. Empty: `ON CONFLICT DO NOTHING` on any unique violation (only with action `nothing`).',
+      }),
+      action: Type.Union([Type.Literal('nothing'), Type.Literal('update')], {
+        default: 'nothing',
+        description: '`nothing`: a row whose key exists is skipped (the first write wins). `update`: the existing row gets `update_columns` from the new row (needs `keys`).',
+      }),
+      update_columns: Type.Array(Column('A column to update.'), {
+        default: [],
+        description: 'Columns set from the new row with action `update`. Empty: every column of `columns` that is not a key.',
+      }),
+      where: Type.String({
+        default: '',
+        description:
+          'Optional SQL condition for action `update` (`DO UPDATE ... WHERE`): the new row is `EXCLUDED`, the existing row is the table name, e.g. `EXCLUDED.reported_at > settings.reported_at` so that an older message never overwrites a newer row. Rows of one batch with the same key are applied in message order.',
+      }),
+    },
+    {
+      default: { keys: [], action: 'nothing', update_columns: [], where: '' },
+      description: 'What `upsert` does when a row collides with an existing one. Ignored by mode `copy`.',
+    },
+  ),
+  batching: Obj(
+    {
+      count: Type.Integer({ minimum: 0, default: 1000, description: 'Rows per batch (one transaction); 0 = no count limit.' }),
+      byte_size: Type.Integer({ minimum: 0, default: 0, description: 'Bytes of message values per batch; 0 = no byte limit.' }),
+      period: Duration('How long a message waits for its batch to fill; 0 = no wait beyond what count and byte_size decide.', '200ms'),
+    },
+    {
+      default: { count: 1000, byte_size: 0, period: '200ms' },
+      description: 'A batch is written in one transaction when it holds `count` messages or `byte_size` bytes, or `period` after its first message, whichever comes first.',
+    },
+  ),
+  max_in_flight: Type.Integer({
+    minimum: 1,
+    default: 1,
+    description:
+      'Batches written at the same time, each in its own transaction and connection. With 1 (the default) batches are committed strictly in order, so with `conflict.action: update` the last message wins; more than 1 can reorder writes.',
+  }),
+  max_connections: Type.Integer({ minimum: 1, default: 2, description: 'Size of the connection pool (at least `max_in_flight`; one more is used by the startup check).' }),
+});
+
+type Cfg = typeof config.static;
+
+interface Row {
+  msg: Msg;
+  values: unknown[];
+}
+
+function lintConfig(cfg: Cfg): LintIssue[] {
+  const issues: LintIssue[] = [];
+  if (!/^postgres(ql)?:\/\//.test(cfg.url) && !cfg.url.includes('${')) issues.push({ path: ['url'], message: 'the url must start with postgres:// or postgresql://' });
+  const cols = new Set(Object.keys(cfg.columns));
+  const c = cfg.conflict;
+  c.keys.forEach((k, i) => {
+    if (!cols.has(k)) issues.push({ path: ['conflict', 'keys', i], message: `key column ${k} is not in columns` });
+  });
+  c.update_columns.forEach((k, i) => {
+    if (!cols.has(k)) issues.push({ path: ['conflict', 'update_columns', i], message: `column ${k} is not in columns` });
+    else if (c.keys.includes(k)) issues.push({ path: ['conflict', 'update_columns', i], message: `column ${k} is a conflict key; keys are not updated` });
+  });
+  if (c.action === 'update' && !c.keys.length) issues.push({ path: ['conflict', 'keys'], message: 'action update needs the conflict keys (columns of a unique index or primary key)' });
+  if (c.where && c.action !== 'update') issues.push({ path: ['conflict', 'where'], message: 'where applies only to action update' });
+  if (cfg.mode === 'copy' && (c.keys.length || c.action !== 'nothing' || c.update_columns.length || c.where)) {
+    issues.push({ path: ['conflict'], message: 'conflict applies only to mode upsert; mode copy writes with plain COPY' });
+  }
+  return issues;
+}
+
+/** The SQL statements of one configuration. */
+export function buildSql(cfg: Pick<Cfg, 'table' | 'columns' | 'mode' | 'conflict'>) {
+  const table = quoteTable(cfg.table);
+  const names = Object.keys(cfg.columns);
+  const cols = names.map(quoteIdent).join(', ');
+  const staging = 'runner_postgres_staging';
+  const { keys, action, where } = cfg.conflict;
+  const updateCols = cfg.conflict.update_columns.length ? cfg.conflict.update_columns : names.filter((n) => !keys.includes(n));
+  const update = action === 'update' && updateCols.length > 0;
+  const target = keys.length ? ` (${keys.map(quoteIdent).join(', ')})` : '';
+  const onConflict = update
+    ? `ON CONFLICT${target} DO UPDATE SET ${updateCols.map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`).join(', ')}${where ? ` WHERE ${where}` : ''}`
+    : `ON CONFLICT${target} DO NOTHING`;
+  return {
+    names,
+    /** In DO UPDATE, rows of one batch with the same key go in separate statements, in order. */
+    sequenced: update,
+    copy: `COPY ${table} (${cols}) FROM STDIN`,
+    // Only the mapped columns, with their types, no constraints: NOT NULL and CHECK fail in the INSERT.
+    createStaging: `CREATE TEMP TABLE ${staging} ON COMMIT DROP AS SELECT ${cols}${update ? ', 0::integer AS runner_seq' : ''} FROM ${table} WITH NO DATA`,
+    copyStaging: `COPY ${staging} (${cols}${update ? ', runner_seq' : ''}) FROM STDIN`,
+    insert: `INSERT INTO ${table} (${cols}) SELECT ${cols} FROM ${staging} ${onConflict}`,
+    maxPerKey: update ? `SELECT coalesce(max(n), 0)::integer AS n FROM (SELECT count(*) AS n FROM ${staging} GROUP BY ${keys.map(quoteIdent).join(', ')}) AS per_key` : '',
+    insertGeneration: update
+      ? `INSERT INTO ${table} (${cols}) SELECT ${cols} FROM (SELECT *, row_number() OVER (PARTITION BY ${keys.map(quoteIdent).join(', ')} ORDER BY runner_seq) AS runner_gen FROM ${staging}) AS s WHERE runner_gen = $1 ORDER BY runner_seq ${onConflict}`
+      : '',
+  };
+}
+
+export const postgres = defineOutput({
+  spec: {
+    name: 'postgres',
+    kind: 'output',
+    summary: 'Writes messages as rows into a PostgreSQL (or TimescaleDB) table with COPY, one transaction per batch; a message is done after COMMIT.',
+    description: [
+      'Each message becomes one row: `columns` maps each column to a JSONata expression evaluated against the message. Messages are batched (`batching`) and each batch is written in one transaction: mode `copy` streams it with `COPY table (columns) FROM STDIN`; mode `upsert` copies it into a temporary staging table and then runs `INSERT INTO table SELECT ... FROM staging ON CONFLICT (keys) DO NOTHING` or `DO UPDATE SET ... [WHERE ...]`. A message is passed on (and its input may advance past it) only after COMMIT.',
+      '',
+      'A row PostgreSQL refuses (SQLSTATE class 22 data exception such as a string in a numeric column, or class 23 integrity violation such as NULL in a NOT NULL column or a failed CHECK) does not hold up its batch: the batch is split in halves, recursively, until the bad rows are found; each is rejected with the database error and its SQLSTATE and goes to the dead-letter output, the rest is written, in order. A message whose column expression fails is rejected before the batch is written.',
+      '',
+      'Any other error (connection refused or lost, server shutting down, lock timeout, table dropped) is retried with exponential backoff, forever, batch by batch in order: nothing is skipped, and the output is not ready meanwhile and says why.',
+      '',
+      'At startup the output checks that `table` and every column exist. Until they do it is not ready (the reason names the missing table or columns, logged as an error), writes nothing and passes nothing on; it checks again with backoff, so running `runner migrate` fixes it without a restart.',
+    ].join('\n'),
+    config,
+    examples: [
+      {
+        title: 'Temperature telemetry, idempotent on (device_id, time)',
+        config: [
+          'url: ${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/telemetry}',
+          'table: temperature',
+          'columns:',
+          "  time: '$fromMillis(timestamp * 1000)'",
+          '  device_id: device_id',
+          '  flow_temp: flow_temp',
+          "  raw: '$'",
+          'conflict:',
+          '  keys: [device_id, time]',
+        ].join('\n'),
+      },
+      {
+        title: 'Settings state, newest report wins',
+        config: [
+          'url: ${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/telemetry}',
+          'table: heatpump_settings.settings',
+          'columns:',
+          '  device_id: device_id',
+          "  reported_at: '$fromMillis(reported_at)'",
+          "  state: '$'",
+          'conflict:',
+          '  keys: [device_id]',
+          '  action: update',
+          '  where: EXCLUDED.reported_at > settings.reported_at',
+        ].join('\n'),
+      },
+      {
+        title: 'Append-only events with plain COPY',
+        config: [
+          'url: ${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/telemetry}',
+          'table: events',
+          'mode: copy',
+          'columns:',
+          '  time: $now()',
+          "  body: '$'",
+          'batching:',
+          '  count: 5000',
+          '  period: 500ms',
+        ].join('\n'),
+      },
+    ],
+    delivery:
+      'At-least-once. A message is passed on only after its batch is committed. If the connection is lost during COMMIT the outcome is unknown and the batch is written again: in mode `upsert` that changes nothing (idempotent on the conflict keys); in mode `copy` the rows are written twice (or, with a unique key, the duplicates are rejected to the dead-letter output). Isolating a bad row commits the rest of its batch in several smaller transactions, in order. With `max_in_flight: 1` batches are committed in message order, retries included.',
+    rejects: true,
+    lint: (cfg) => lintConfig(cfg),
+  },
+  create(cfg, ctx) {
+    const log = ctx.logger;
+    const where = describeTarget(cfg.url);
+    const sql = buildSql(cfg);
+    const exprs: Expression[] = sql.names.map((n) => compileExpression(cfg.columns[n]!));
+    const checkColumns = [...new Set([...sql.names, ...cfg.conflict.keys, ...cfg.conflict.update_columns])];
+    const pool = createPool(cfg.url, Math.max(cfg.max_connections, 1), (err) => log.warn({ err: safeUrl(errorMessage(err)) }, 'idle PostgreSQL connection failed'));
+    let closed = false;
+
+    let ready: { ok: boolean; reason?: string } | null = null;
+    const setReady = (ok: boolean, reason?: string) => {
+      if (ready && ready.ok === ok && ready.reason === reason) return;
+      ready = { ok, reason };
+      ctx.setReady(ok, reason);
+    };
+    setReady(false, `checking table ${cfg.table} at ${where}`);
+
+    const timers = new Set<{ unsubscribe(): void }>();
+    const sleep = (ms: number) =>
+      new Promise<void>((resolve) => {
+        const action = ctx.scheduler.schedule(() => {
+          timers.delete(action);
+          resolve();
+        }, ms);
+        timers.add(action);
+      });
+
+    // Startup check: nothing is written (or passed on) before the table and its columns exist.
+    let checked = false;
+    let passCheck: () => void = () => undefined;
+    const checkPassed = new Promise<void>((resolve) => (passCheck = resolve));
+    void (async () => {
+      let lastReason = '';
+      for (let attempt = 1; !closed; attempt++) {
+        let reason: string;
+        try {
+          const missing = await missingColumns(pool, cfg.table, checkColumns);
+          if (missing && !missing.length) {
+            checked = true;
+            setReady(true);
+            log.info({ table: cfg.table, database: where }, 'postgres output ready');
+            passCheck();
+            return;
+          }
+          reason =
+            missing === null
+              ? `table ${cfg.table} does not exist at ${where}; run \`runner migrate\` or fix the pipeline`
+              : `table ${cfg.table} at ${where} has no column ${missing.join(', ')}; run \`runner migrate\` or fix the pipeline`;
+        } catch (err) {
+          reason = `cannot check table ${cfg.table}: ${toRunnerError(err, `connecting to PostgreSQL at ${where}`).message}`;
+        }
+        if (closed) return;
+        setReady(false, reason);
+        if (reason !== lastReason) log.error({ table: cfg.table, database: where }, reason);
+        lastReason = reason;
+        await sleep(backoffDelay(DEFAULT_BACKOFF, attempt));
+      }
+    })();
+
+    /** Evaluate the column expressions; a message whose expression fails is rejected here. */
+    const prepare = async (msgs: Msg[]): Promise<Row[]> => {
+      const rows: Row[] = [];
+      for (const msg of msgs) {
+        try {
+          const values: unknown[] = [];
+          for (const e of exprs) values.push(await e.evaluate(msg));
+          rows.push({ msg, values });
+        } catch (err) {
+          ctx.metrics.error('expression');
+          ctx.reject(msg, err);
+        }
+      }
+      return rows;
+    };
+
+    const copyIn = async (client: import('pg').PoolClient, statement: string, text: string) => {
+      const stream = client.query(copyStreams.from(statement));
+      await pipeline(Readable.from([Buffer.from(text, 'utf8')]), stream);
+    };
+
+    /** One transaction for `rows`; throws a RunnerError (WRITE_REJECTED for a bad row). */
+    const writeOnce = async (rows: Row[]): Promise<void> => {
+      if (closed) throw new RunnerError('WRITE_FAILED', 'the postgres output is closed', { retryable: true });
+      if (!checked) await checkPassed;
+      const doing = `writing ${rows.length} rows to ${cfg.table} at ${where}`;
+      let client: import('pg').PoolClient;
+      try {
+        client = await pool.connect();
+      } catch (err) {
+        throw toRunnerError(err, `connecting to PostgreSQL at ${where}`);
+      }
+      let discard = false;
+      try {
+        await client.query('BEGIN');
+        if (cfg.mode === 'copy') {
+          await copyIn(client, sql.copy, rows.map((r) => copyTextLine(r.values)).join(''));
+        } else {
+          await client.query(sql.createStaging);
+          await copyIn(client, sql.copyStaging, rows.map((r, i) => copyTextLine(sql.sequenced ? [...r.values, i] : r.values)).join(''));
+          if (!sql.sequenced) await client.query(sql.insert);
+          else {
+            const generations: number = (await client.query(sql.maxPerKey)).rows[0].n;
+            if (generations <= 1) await client.query(sql.insert);
+            else for (let g = 1; g <= generations; g++) await client.query(sql.insertGeneration, [g]);
+          }
+        }
+        await client.query('COMMIT');
+      } catch (err) {
+        // A bad row leaves a healthy connection: roll back and reuse it. Anything else: drop it.
+        discard = !isRowError(err);
+        if (!discard) await client.query('ROLLBACK').catch(() => (discard = true));
+        throw toRunnerError(err, doing);
+      } finally {
+        client.release(discard);
+      }
+      ctx.metrics.batchSize(rows.length);
+    };
+
+    /**
+     * Write rows until committed, retrying retryable errors with backoff, forever. A batch with a
+     * bad row is split in halves, each written (and split) on its own, in order; a single bad row
+     * is rejected with the database's error.
+     */
+    const deliver$ = (rows: Row[]): Observable<Msg> =>
+      defer(() => from(writeOnce(rows))).pipe(
+        retryWithBackoff({
+          scheduler: ctx.scheduler,
+          onRetry: (err, attempt, delayMs) => {
+            ctx.metrics.error('write');
+            const reason = errorMessage(err);
+            if (checked) setReady(false, `writing to PostgreSQL fails, retrying: ${reason}`);
+            log.warn({ err: reason, attempt, retryInMs: delayMs, rows: rows.length }, 'postgres write failed; retrying');
+          },
+        }),
+        mergeMap(() => {
+          if (checked) setReady(true);
+          return from(rows.map((r) => r.msg));
+        }),
+        catchError((err) => {
+          ctx.metrics.error('write');
+          if (rows.length > 1) {
+            log.warn({ err: errorMessage(err), rows: rows.length }, 'PostgreSQL refused a row of the batch; splitting the batch to find it');
+            const half = Math.ceil(rows.length / 2);
+            return concat(deliver$(rows.slice(0, half)), deliver$(rows.slice(half)));
+          }
+          for (const r of rows) ctx.reject(r.msg, err);
+          return EMPTY;
+        }),
+      );
+
+    ctx.onClose(async () => {
+      closed = true;
+      for (const t of timers) t.unsubscribe();
+      timers.clear();
+      await pool.end().catch((err) => log.warn({ err: safeUrl(errorMessage(err)) }, 'closing the PostgreSQL pool failed'));
+    });
+
+    const policy = { count: cfg.batching.count, byteSize: cfg.batching.byte_size, periodMs: parseDuration(cfg.batching.period) };
+    return (source) =>
+      source.pipe(
+        batch(policy, ctx.scheduler),
+        mergeMap((msgs) => defer(() => from(prepare(msgs))).pipe(mergeMap((rows) => (rows.length ? deliver$(rows) : EMPTY))), cfg.max_in_flight),
+      );
+  },
+});
