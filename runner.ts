@@ -18,6 +18,7 @@ import { PipelineRuntime } from './core/pipeline.ts';
 import { redactValue } from './core/redact.ts';
 import { registry } from './operators/index.ts';
 import { simulateCommand } from './simulator/cli.ts';
+import { migrateCommand } from './operators/postgres/migrate-cli.ts';
 import { applyTopics, describeChange, loadTopics, planTopics } from './operators/kafka/topics.ts';
 import kafkajs from 'kafkajs';
 
@@ -255,5 +256,6 @@ topics
   });
 
 simulateCommand(program);
+migrateCommand(program);
 
 await program.parseAsync(process.argv);

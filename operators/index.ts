@@ -15,6 +15,7 @@ import { kafka as kafkaInput } from './kafka/input.ts';
 import { kafka as kafkaOutput } from './kafka/output.ts';
 import { mqttInput } from './mqtt/input.ts';
 import { mqttOutput } from './mqtt/output.ts';
+import { postgres } from './postgres/output.ts';
 import { schemaRegistryDecode } from './schema-registry/decode.ts';
 import { schemaRegistryEncode } from './schema-registry/encode.ts';
 
@@ -35,6 +36,7 @@ export const operators: AnyOperator[] = [
   drop,
   kafkaOutput,
   mqttOutput,
+  postgres,
 ];
 
 export const registry = new OperatorRegistry(operators);
