@@ -479,7 +479,9 @@ export function loadPipeline(file: string, opts: LoadOptions): LoadResult {
 function cachedValidator(schema: object): ValidateFunction {
   let v = ajvCache.get(schema);
   if (!v) {
-    v = sharedAjv().compile(schema);
+    // A schema read from a file again is a new object with the same $id: compile it once.
+    const id = (schema as { $id?: unknown }).$id;
+    v = (typeof id === 'string' ? sharedAjv().getSchema(id) : undefined) ?? sharedAjv().compile(schema);
     ajvCache.set(schema, v);
   }
   return v;
