@@ -16,6 +16,10 @@ import { MIGRATE_LOCK_KEY, assertMigrated, migrateDatabase, migrationStatus } fr
 import { migrateCommand } from '../../../operators/postgres/migrate-cli.ts';
 import { createTestDatabase, urlFor, type TestDatabase } from '../../helpers/postgres.ts';
 
+// host:port of the test server, as the messages name it (CI may run the stack on other ports).
+const HOST = new URL(process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/runner_test').host;
+const HOST_RE = HOST.replace(/\./g, '\\.');
+
 const FIXTURES = new URL('../../fixtures/migrations', import.meta.url).pathname;
 const fixture = (name: string) => join(FIXTURES, name);
 
@@ -211,7 +215,7 @@ describe('connection errors', () => {
     const url = urlFor('migrate_test_does_not_exist').replace('//postgres@', '//postgres:hunter2@');
     const err = await caught(migrateDatabase({ database: 'app', url, dir: fixture('ordered') }));
     expect(err.code).toBe('CONFIG_INVALID');
-    expect(err.message).toMatch(/database "migrate_test_does_not_exist" on 127\.0\.0\.1:5432 .* does not exist: create it \(psql .*CREATE DATABASE migrate_test_does_not_exist/);
+    expect(err.message).toMatch(new RegExp(`database "migrate_test_does_not_exist" on ${HOST_RE} .* does not exist: create it \\(psql .*CREATE DATABASE migrate_test_does_not_exist`));
     expect(err.message).toMatch(/set APP_DATABASE_URL or --database app=<url>/);
     expect(err.message).not.toContain('hunter2');
   });
@@ -219,7 +223,7 @@ describe('connection errors', () => {
   it('an unknown user: an authentication error naming the user and the variable to fix', async () => {
     const err = await caught(migrationStatus({ database: 'app', url: urlFor('runner_test').replace('//postgres@', '//nobody_here:hunter2@'), dir: fixture('ordered') }));
     expect(err.code).toBe('AUTH_FAILED');
-    expect(err.message).toMatch(/cannot log in to database "runner_test" on 127\.0\.0\.1:5432 .* as user "nobody_here": role "nobody_here" does not exist; check the user and password in APP_DATABASE_URL/);
+    expect(err.message).toMatch(new RegExp(`cannot log in to database "runner_test" on ${HOST_RE} .* as user "nobody_here": role "nobody_here" does not exist; check the user and password in APP_DATABASE_URL`));
     expect(err.message).not.toContain('hunter2');
   });
 
@@ -237,7 +241,7 @@ describe('assertMigrated (sinks at startup)', () => {
     const err = await caught(assertMigrated(db.url, 'app', { dir: fixture('ordered') }));
     expect(err.code).toBe('CONFIG_INVALID');
     expect(err.message).toBe(
-      `database "${db.name}" on 127.0.0.1:5432 (migrations/app) is not migrated: 3 pending migration(s): 1_first.sql, 2_second.sql, 10_tenth.sql; run \`runner migrate --database app\` before starting the pipeline`,
+      `database "${db.name}" on ${HOST} (migrations/app) is not migrated: 3 pending migration(s): 1_first.sql, 2_second.sql, 10_tenth.sql; run \`runner migrate --database app\` before starting the pipeline`,
     );
     await migrateDatabase({ database: 'app', url: db.url, dir: fixture('ordered') });
     const pool = new pg.Pool({ connectionString: db.url, max: 1 });
