@@ -1,3 +1,4 @@
+import { sleeper } from '../../core/timers.ts';
 import { Type } from '@sinclair/typebox';
 import kafkajs, { type Admin, type Message, type Producer } from 'kafkajs';
 import { EMPTY, type Observable, concatMap, catchError, defer, from, mergeMap } from 'rxjs';
@@ -150,15 +151,7 @@ export const kafka = defineOutput({
     };
 
     // Connect now, so readiness tells the truth before the first message; retried with backoff.
-    const timers = new Set<{ unsubscribe(): void }>();
-    const sleep = (ms: number) =>
-      new Promise<void>((resolve) => {
-        const action = ctx.scheduler.schedule(() => {
-          timers.delete(action);
-          resolve();
-        }, ms);
-        timers.add(action);
-      });
+    const { sleep, cancelAll: cancelSleeps } = sleeper(ctx.scheduler);
     void (async () => {
       for (let attempt = 1; !closed; attempt++) {
         try {
@@ -279,8 +272,7 @@ export const kafka = defineOutput({
 
     ctx.onClose(async () => {
       closed = true;
-      for (const t of timers) t.unsubscribe();
-      timers.clear();
+      cancelSleeps();
       await producer.disconnect().catch((err) => log.warn({ err: errorMessage(err) }, 'kafka producer disconnect failed'));
       await admin.disconnect().catch(() => undefined);
     });

@@ -1,3 +1,4 @@
+import { sleeper } from '../../core/timers.ts';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Type } from '@sinclair/typebox';
@@ -232,15 +233,7 @@ export const postgres = defineOutput({
     };
     setReady(false, `checking table ${cfg.table} at ${where}`);
 
-    const timers = new Set<{ unsubscribe(): void }>();
-    const sleep = (ms: number) =>
-      new Promise<void>((resolve) => {
-        const action = ctx.scheduler.schedule(() => {
-          timers.delete(action);
-          resolve();
-        }, ms);
-        timers.add(action);
-      });
+    const { sleep, cancelAll: cancelSleeps } = sleeper(ctx.scheduler);
 
     // Startup check: nothing is written (or passed on) before the table and its columns exist.
     let checked = false;
@@ -367,8 +360,7 @@ export const postgres = defineOutput({
 
     ctx.onClose(async () => {
       closed = true;
-      for (const t of timers) t.unsubscribe();
-      timers.clear();
+      cancelSleeps();
       await pool.end().catch((err) => log.warn({ err: safeUrl(errorMessage(err)) }, 'closing the PostgreSQL pool failed'));
     });
 

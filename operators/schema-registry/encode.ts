@@ -1,3 +1,4 @@
+import { sleeper } from '../../core/timers.ts';
 import { join } from 'node:path';
 import { Type } from '@sinclair/typebox';
 import { parseDuration } from '../../core/duration.ts';
@@ -217,15 +218,7 @@ export const schemaRegistryEncode = defineProcessor({
     // before the first message. Retryable failures are retried with backoff.
     const staticSubject = subjectT?.isStatic ? cfg.subject : null;
     let closed = false;
-    const timers = new Set<{ unsubscribe(): void }>();
-    const sleep = (ms: number) =>
-      new Promise<void>((resolve) => {
-        const action = ctx.scheduler.schedule(() => {
-          timers.delete(action);
-          resolve();
-        }, ms);
-        timers.add(action);
-      });
+    const { sleep, cancelAll: cancelSleeps } = sleeper(ctx.scheduler);
     if (cfg.schema_id !== null || staticSubject !== null) {
       const what = cfg.schema_id !== null ? `schema id ${cfg.schema_id}` : `the schema of subject ${staticSubject}`;
       setReady(false, `looking up ${what} at the ${client.where}`);
@@ -255,8 +248,7 @@ export const schemaRegistryEncode = defineProcessor({
     }
     ctx.onClose(() => {
       closed = true;
-      for (const t of timers) t.unsubscribe();
-      timers.clear();
+      cancelSleeps();
     });
 
     return perMessageRetrying(
