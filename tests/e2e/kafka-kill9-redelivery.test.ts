@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import kafkajs from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTopicsReady } from '../helpers/kafka.ts';
 
 const { Kafka, logLevel } = kafkajs;
 const brokers = (process.env.KAFKA_BROKERS ?? '127.0.0.1:9092').split(',');
@@ -38,14 +39,11 @@ describe('kafka -> runner -> kafka under kill -9', () => {
   let file = '';
   beforeAll(async () => {
     await admin.connect();
-    await admin.createTopics({
-      waitForLeaders: true,
-      topics: [
-        { topic: src, numPartitions: 3 },
-        { topic: dst, numPartitions: 3 },
-        { topic: dlq, numPartitions: 1 },
-      ],
-    });
+    await createTopicsReady(admin, [
+      { topic: src, numPartitions: 3 },
+      { topic: dst, numPartitions: 3 },
+      { topic: dlq, numPartitions: 1 },
+    ]);
     const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
     await producer.connect();
     for (let start = 0; start < N; start += 500) {

@@ -23,6 +23,7 @@ import mqtt from 'mqtt';
 import { isMap, isScalar, isSeq, parse as parseYaml, parseDocument, visit } from 'yaml';
 import { KINDS, topicOf, type Kind } from '../../simulator/heatpump.ts';
 import type { Fleet } from '../../simulator/fleet.ts';
+import { createTopicsReady } from '../helpers/kafka.ts';
 
 const { Kafka: KafkaClient, logLevel } = kafkajs;
 
@@ -117,8 +118,7 @@ export function bridgePipeline(id: string): BridgeSetup {
 }
 
 export async function createTopics(admin: Admin, setup: BridgeSetup): Promise<void> {
-  const ok = await admin.createTopics({ waitForLeaders: true, topics: setup.topics });
-  if (!ok) throw new Error(`topics ${setup.topics.map((t) => t.topic).join(', ')} existed already`);
+  await createTopicsReady(admin, setup.topics);
 }
 
 /** Delete the test's topics and its pipeline file. */

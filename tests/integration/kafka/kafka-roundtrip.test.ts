@@ -15,6 +15,7 @@ import { createMsg, type Msg } from '../../../core/message.ts';
 import { kafka as kafkaInput } from '../../../operators/kafka/input.ts';
 import { kafka as kafkaOutput } from '../../../operators/kafka/output.ts';
 import { testContext, type TestContext } from '../../helpers/context.ts';
+import { createTopicsReady } from '../../helpers/kafka.ts';
 
 const { Kafka, logLevel } = kafkajs;
 const brokers = (process.env.KAFKA_BROKERS ?? '127.0.0.1:9092').split(',');
@@ -31,10 +32,7 @@ const inputConfig = (c: Partial<InputConfig>): InputConfig => Value.Default(kafk
 
 async function newTopic(name: string, partitions = 1, configs: Record<string, string> = {}): Promise<string> {
   const topic = `it-kafka-${name}-${runId}`;
-  await admin.createTopics({
-    waitForLeaders: true,
-    topics: [{ topic, numPartitions: partitions, configEntries: Object.entries(configs).map(([k, v]) => ({ name: k, value: v })) }],
-  });
+  await createTopicsReady(admin, [{ topic, numPartitions: partitions, configEntries: Object.entries(configs).map(([k, v]) => ({ name: k, value: v })) }]);
   topics.push(topic);
   return topic;
 }

@@ -16,6 +16,7 @@ import { schemaRegistryDecode } from '../../../operators/schema-registry/decode.
 import { schemaRegistryEncode } from '../../../operators/schema-registry/encode.ts';
 import { testContext } from '../../helpers/context.ts';
 import { decodeConfig, encodeConfig, runId, subjectName, test, url } from './harness.ts';
+import { createTopicsReady } from '../../helpers/kafka.ts';
 
 const { Kafka, logLevel } = kafkajs;
 const brokers = (process.env.KAFKA_BROKERS ?? '127.0.0.1:9092').split(',');
@@ -39,7 +40,7 @@ afterAll(async () => {
 describe('kafka output -> kafka input through the wire format', () => {
   test('Avro and JSON Schema values written as wire-format bytes come back as the same JSON, in order', async () => {
     const topic = `it-sr-${runId}-telemetry`;
-    await admin.createTopics({ waitForLeaders: true, topics: [{ topic, numPartitions: 1 }] });
+    await createTopicsReady(admin, [{ topic, numPartitions: 1 }]);
     topics.push(topic);
 
     const avroValues = [1, 2, 3].map((i) => ({ device_id: `device-00${i}`, timestamp: 1698765432 + i, d0: 5 + i, d5: 35 }));
