@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { sleeper } from '../../core/timers.ts';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -12,6 +14,7 @@ import type { Msg } from '../../core/message.ts';
 import { type LintIssue, defineOutput } from '../../core/operator.ts';
 import { DEFAULT_BACKOFF, backoffDelay, retryWithBackoff } from '../../core/retry.ts';
 import { Duration, Expr, Obj } from '../../core/schema.ts';
+import { assertMigrated } from './migrate.ts';
 import {
   COLUMN_PATTERN,
   TABLE_PATTERN,
@@ -92,6 +95,12 @@ const config = Obj({
     description:
       'Batches written at the same time, each in its own transaction and connection. With 1 (the default) batches are committed strictly in order, so with `conflict.action: update` the last message wins; more than 1 can reorder writes.',
   }),
+  migrations: Type.String({
+    default: '',
+    pattern: '^([a-z0-9_]+)?$',
+    description:
+      'Folder of `migrations/` this database must be migrated to, e.g. `telemetry`. When set, the output checks `schema_migrations` at startup and is not ready (and writes nothing) while a migration of that folder is pending or was changed after it was applied; the reason says to run `runner migrate --database <folder>`. Empty: no check.',
+  }),
   max_connections: Type.Integer({ minimum: 1, default: 2, description: 'Size of the connection pool (at least `max_in_flight`; one more is used by the startup check).' }),
 });
 
@@ -102,8 +111,9 @@ interface Row {
   values: unknown[];
 }
 
-function lintConfig(cfg: Cfg): LintIssue[] {
+function lintConfig(cfg: Cfg, schemasDir: string): LintIssue[] {
   const issues: LintIssue[] = [];
+  if (cfg.migrations && !existsSync(join(schemasDir, '..', 'migrations', cfg.migrations))) issues.push({ path: ['migrations'], message: `there is no folder migrations/${cfg.migrations}` });
   if (!/^postgres(ql)?:\/\//.test(cfg.url) && !cfg.url.includes('${')) issues.push({ path: ['url'], message: 'the url must start with postgres:// or postgresql://' });
   const cols = new Set(Object.keys(cfg.columns));
   const c = cfg.conflict;
@@ -214,7 +224,7 @@ export const postgres = defineOutput({
     delivery:
       'At-least-once. A message is passed on only after its batch is committed. If the connection is lost during COMMIT the outcome is unknown and the batch is written again: in mode `upsert` that changes nothing (idempotent on the conflict keys); in mode `copy` the rows are written twice (or, with a unique key, the duplicates are rejected to the dead-letter output). Isolating a bad row commits the rest of its batch in several smaller transactions, in order. With `max_in_flight: 1` batches are committed in message order, retries included.',
     rejects: true,
-    lint: (cfg) => lintConfig(cfg),
+    lint: (cfg, lctx) => lintConfig(cfg, lctx.schemasDir),
   },
   create(cfg, ctx) {
     const log = ctx.logger;
@@ -244,6 +254,7 @@ export const postgres = defineOutput({
       for (let attempt = 1; !closed; attempt++) {
         let reason: string;
         try {
+          if (cfg.migrations) await assertMigrated(pool, cfg.migrations);
           const missing = await missingColumns(pool, cfg.table, checkColumns);
           if (missing && !missing.length) {
             checked = true;
@@ -257,7 +268,10 @@ export const postgres = defineOutput({
               ? `table ${cfg.table} does not exist at ${where}; run \`runner migrate\` or fix the pipeline`
               : `table ${cfg.table} at ${where} has no column ${missing.join(', ')}; run \`runner migrate\` or fix the pipeline`;
         } catch (err) {
-          reason = `cannot check table ${cfg.table}: ${toRunnerError(err, `connecting to PostgreSQL at ${where}`).message}`;
+          reason =
+            err instanceof RunnerError && err.code === 'CONFIG_INVALID'
+              ? err.message
+              : `cannot check table ${cfg.table}: ${toRunnerError(err, `connecting to PostgreSQL at ${where}`).message}`;
         }
         if (closed) return;
         setReady(false, reason);
