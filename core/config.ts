@@ -34,6 +34,8 @@ export interface ComponentConfig {
   label?: string;
   config: Record<string, any>;
   operator: AnyOperator;
+  /** Nested components (fields marked x-component), by their dotted path inside `config`. */
+  children: Map<string, ComponentConfig>;
 }
 
 export interface PipelineConfig {
@@ -74,7 +76,7 @@ export function envelopeSchema(slot: (kind: OperatorKind) => TSchema = () => Typ
 
 export function createAjv(): Ajv {
   const ajv = new Ajv({ allErrors: true, verbose: true, useDefaults: true, strict: true, strictTypes: false, allowUnionTypes: true });
-  for (const keyword of ['x-secret', 'x-expression', 'x-duration', 'markdownDescription']) ajv.addKeyword({ keyword });
+  for (const keyword of ['x-secret', 'x-expression', 'x-duration', 'x-component', 'markdownDescription']) ajv.addKeyword({ keyword });
   return ajv;
 }
 
@@ -370,6 +372,8 @@ export function loadPipeline(file: string, opts: LoadOptions): LoadResult {
   const secretPaths = new Set<string>();
   /** Where each component is in the file, for problems found after resolving. */
   const slotPath = new Map<ComponentConfig, Path>();
+  /** Every component resolved, nested ones included. */
+  const all: ComponentConfig[] = [];
   const an = (k: OperatorKind) => (k === 'input' ? 'an input' : k === 'output' ? 'an output' : `a ${k}`);
   const resolveSlot = (kind: OperatorKind, slot: unknown, path: Path): ComponentConfig | undefined => {
     if (!slot || typeof slot !== 'object' || Array.isArray(slot)) return undefined; // reported by the envelope
@@ -399,7 +403,13 @@ export function loadPipeline(file: string, opts: LoadOptions): LoadResult {
     const before = problems.length;
     problems.push(...validateAt(loc, validate, config, [...path, name], fromEnv, unresolved));
     // Expressions, templates and durations compile at load; their errors point into the string.
+    const children = new Map<string, ComponentConfig>();
     walkAnnotated(op.spec.config as Annotated, config, [], (s, v, p) => {
+      if (s['x-component']) {
+        const child = resolveSlot(s['x-component'], v, [...path, name, ...p]);
+        if (child) children.set(p.join('.'), child);
+        return;
+      }
       if (s['x-secret']) secretPaths.add([...path, name, ...p].join('.'));
       if (typeof v !== 'string') return;
       try {
@@ -418,8 +428,9 @@ export function loadPipeline(file: string, opts: LoadOptions): LoadResult {
       }
     }
     const component = typeof label === 'string' ? label : [...path, name].join('.');
-    const resolved: ComponentConfig = { kind, name, label: typeof label === 'string' ? label : undefined, component, config: config as Record<string, any>, operator: op };
+    const resolved: ComponentConfig = { kind, name, label: typeof label === 'string' ? label : undefined, component, config: config as Record<string, any>, operator: op, children };
     slotPath.set(resolved, path);
+    all.push(resolved);
     return resolved;
   };
 
@@ -433,15 +444,15 @@ export function loadPipeline(file: string, opts: LoadOptions): LoadResult {
 
   // Nothing is ever dropped silently: a step that can reject messages needs somewhere to put them.
   if (data.dead_letter === undefined) {
-    for (const c of [...processors, components.output]) {
-      if (c?.operator.spec.rejects && c.config.on_invalid !== 'drop') {
+    for (const c of all.filter((x) => x !== components.input && x !== components.dead_letter && !isInside(x, components.dead_letter))) {
+      if (c.operator.spec.rejects && c.config.on_invalid !== 'drop') {
         problems.push(loc.problem([...slotPath.get(c)!, c.name], `${c.name} can reject messages but the pipeline has no dead_letter output; add one, or set on_invalid: drop to drop them (logged and counted)`, { key: true }));
       }
     }
   }
 
   const labels = new Map<string, ComponentConfig[]>();
-  for (const c of [components.input, ...processors, components.output, components.dead_letter]) if (c) labels.set(c.component, [...(labels.get(c.component) ?? []), c]);
+  for (const c of all) labels.set(c.component, [...(labels.get(c.component) ?? []), c]);
   for (const [l, cs] of labels) {
     // Reported at the second use, where the user has to pick another name.
     if (cs.length > 1) problems.push(loc.problem([...slotPath.get(cs[1]!)!, 'label'], `label "${l}" is used ${cs.length} times; labels must be unique in a pipeline`));
@@ -474,6 +485,13 @@ export function loadPipeline(file: string, opts: LoadOptions): LoadResult {
       secretPaths,
     },
   };
+}
+
+/** Whether `c` is nested (at any depth) inside `parent`. */
+function isInside(c: ComponentConfig, parent: ComponentConfig | undefined): boolean {
+  if (!parent) return false;
+  for (const child of parent.children.values()) if (child === c || isInside(c, child)) return true;
+  return false;
 }
 
 function cachedValidator(schema: object): ValidateFunction {

@@ -18,12 +18,16 @@ export function pipelineJsonSchema(registry: OperatorRegistry): object {
       }),
       { description: `One ${kind}: ${registry.names(kind).join(', ')}` },
     );
-  const schema = envelopeSchema(slot);
+  // Slots are definitions so that nested components (x-component, e.g. switch cases) can refer to them.
+  const ref = (kind: OperatorKind) => Type.Unsafe({ $ref: `#/definitions/${kind}` });
+  const schema = envelopeSchema(ref);
+  const definitions = Object.fromEntries((['input', 'processor', 'output'] as const).map((k) => [k, forEditors(JSON.parse(JSON.stringify(slot(k))))]));
   return {
     $schema: 'http://json-schema.org/draft-07/schema#',
     $id: 'https://runner.local/schemas/pipeline.schema.json',
     title: 'Runner pipeline',
     ...forEditors(JSON.parse(JSON.stringify(schema))),
+    definitions,
   };
 }
 
@@ -45,6 +49,7 @@ const isConstrained = (s: any) => s.type !== 'string' || s.pattern !== undefined
  */
 function forEditors(s: any, inUnion = false): any {
   if (!s || typeof s !== 'object' || Array.isArray(s)) return s;
+  if (s['x-component']) return { $ref: `#/definitions/${s['x-component']}` };
   const out: any = { ...s };
   if (s.properties && typeof s.properties === 'object') out.properties = Object.fromEntries(Object.entries(s.properties).map(([k, v]) => [k, forEditors(v)]));
   if (s.items) out.items = forEditors(s.items);
@@ -86,6 +91,7 @@ function typeName(s: any): string {
   if (s['x-expression'] === 'jsonata') return 'expression';
   if (s['x-expression'] === 'template') return 'template';
   if (s['x-duration']) return 'duration';
+  if (s['x-component']) return `${s['x-component']} (one operator and its config)`;
   if (s.anyOf) {
     if (s.anyOf.every((b: any) => b.const !== undefined)) return s.anyOf.map((b: any) => `\`${b.const}\``).join(' \\| ');
     return s.anyOf.map(typeName).join(' \\| ');

@@ -68,6 +68,12 @@ export interface OperatorContext {
   onClose(fn: () => Promise<void> | void): void;
   /** Readiness of this component; a component that never calls it counts as ready. */
   setReady(ready: boolean, reason?: string): void;
+  /**
+   * Build a nested component (a config field marked `x-component`, see core/schema.ts) by its
+   * dotted path inside this operator's config, e.g. `cases.0.output`. It gets its own context
+   * (logs, metrics, readiness, close hooks); what it rejects goes to the dead-letter output.
+   */
+  child(path: string): OperatorFunction<Msg, Msg>;
 }
 
 export interface InputOperator<S extends TSchema = TSchema> {

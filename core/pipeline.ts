@@ -10,7 +10,7 @@
  * the chain is cut, close hooks still run (positions only cover done messages, so the rest is
  * delivered again after a restart) and `stop()` reports that it could not drain.
  */
-import { Subject, asyncScheduler, concatMap, defer, from, map, share, take, tap, type Observable, type SchedulerLike, type Subscription } from 'rxjs';
+import { Subject, asyncScheduler, type OperatorFunction, concatMap, defer, from, map, share, take, tap, type Observable, type SchedulerLike, type Subscription } from 'rxjs';
 import type { Logger } from 'pino';
 import type { ComponentConfig, PipelineConfig } from './config.ts';
 import { deadLetterMsg } from './dead-letter.ts';
@@ -94,7 +94,24 @@ export class PipelineRuntime {
       },
       onClose: (fn) => this.closers.push({ component: c.component, fn }),
       setReady: (ready, reason) => health.setReady(pipeline, c.component, ready, reason),
+      child: (path) => {
+        const child = c.children.get(path);
+        if (!child) throw new RunnerError('INTERNAL', `${c.component} has no nested component at ${path}`);
+        return this.build(child, kind === 'dead_letter' ? 'dead_letter' : child.kind);
+      },
     };
+  }
+
+  /** A processor or output as an operator function, counted in its component metrics. */
+  private build(c: ComponentConfig, kind: string): OperatorFunction<Msg, Msg> {
+    const cctx = this.ctx(c, kind);
+    const op = (c.operator as ProcessorOperator | OutputOperator).create(c.config, cctx);
+    return (source) =>
+      source.pipe(
+        tap(() => cctx.metrics.received()),
+        op,
+        tap(() => cctx.metrics.sent()),
+      );
   }
 
   /** Count a message in flight until its ack settles. */

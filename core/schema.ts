@@ -5,6 +5,9 @@
  *   x-expression  `jsonata` (an expression) or `template` (text with `${! expr }` parts);
  *                 compiled at lint time so a syntax error has its line and column
  *   x-duration    a duration (ms number or `5s`)
+ *   x-component   a nested component (`output` or `processor`): one operator name -> its config,
+ *                 resolved, validated and linted by the loader like a top-level slot; the operator
+ *                 builds it with `ctx.child(path)`
  */
 import { Type, type ObjectOptions, type TProperties, type TSchema } from '@sinclair/typebox';
 import { DURATION_PATTERN } from './duration.ts';
@@ -27,7 +30,11 @@ export const Template = (description: string, def?: string) =>
 
 export const Secret = (description: string) => Type.String({ description, 'x-secret': true });
 
-export type Annotated = TSchema & { 'x-secret'?: boolean; 'x-expression'?: 'jsonata' | 'template'; 'x-duration'?: boolean };
+/** A nested component of the given kind (`{ postgres: {...} }`, with an optional label). */
+export const Component = (kind: 'output' | 'processor', description: string) =>
+  Type.Unsafe<Record<string, unknown>>({ type: 'object', 'x-component': kind, description });
+
+export type Annotated = TSchema & { 'x-secret'?: boolean; 'x-expression'?: 'jsonata' | 'template'; 'x-duration'?: boolean; 'x-component'?: 'output' | 'processor' };
 
 /** For steps that can reject messages: where rejected messages go. */
 export const OnInvalid = () =>

@@ -10,6 +10,7 @@ import { generate } from './core/generate.ts';
 import { log } from './core/log.ts';
 import { map } from './core/map.ts';
 import { stdout } from './core/stdout.ts';
+import { switchOutput } from './core/switch.ts';
 import { validate } from './core/validate.ts';
 import { kafka as kafkaInput } from './kafka/input.ts';
 import { kafka as kafkaOutput } from './kafka/output.ts';
@@ -37,6 +38,7 @@ export const operators: AnyOperator[] = [
   kafkaOutput,
   mqttOutput,
   postgres,
+  switchOutput,
 ];
 
 export const registry = new OperatorRegistry(operators);

@@ -38,6 +38,9 @@ export function testContext(opts: { scheduler?: SchedulerLike; pipeline?: string
     setReady(ready, reason) {
       ctx.ready = { ready, reason };
     },
+    child(path) {
+      throw new Error(`testContext cannot build nested components (${path}); load the pipeline with buildRuntime (tests/helpers/memory-operators.ts)`);
+    },
     async close() {
       for (const fn of closers.reverse()) await fn();
     },

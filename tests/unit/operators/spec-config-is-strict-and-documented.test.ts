@@ -14,6 +14,8 @@ interface Finding {
 /** Walk a JSON Schema (TypeBox output) and collect rule violations. */
 function check(schema: any, path: string, out: Finding[]) {
   if (!schema || typeof schema !== 'object') return;
+  // A nested component is checked as the operator it names (it is a slot, like `output`).
+  if (schema['x-component']) return;
   if (schema.type === 'object') {
     if (schema.additionalProperties !== false) out.push({ path: path || '(config)', problem: 'object is not closed (additionalProperties: false)' });
     const required = new Set<string>(schema.required ?? []);
