@@ -115,15 +115,41 @@ export interface Template {
   evaluate(msg: Pick<Msg, 'value' | 'meta' | 'headers' | 'key'>, extra?: Record<string, unknown>): Promise<string>;
 }
 
-const TEMPLATE_PART = /\$\{!([^}]*)\}/g;
+/**
+ * The `${! expr }` parts of a template: the expression ends at the `}` that balances the opening
+ * one, so object constructors (`$lookup({"a": 1}, x)`) and strings holding braces work.
+ */
+function templateParts(source: string): { index: number; length: number; raw: string }[] {
+  const parts: { index: number; length: number; raw: string }[] = [];
+  let from = 0;
+  for (;;) {
+    const at = source.indexOf('${!', from);
+    if (at < 0) return parts;
+    let depth = 1;
+    let i = at + 3;
+    let quote = '';
+    for (; i < source.length && depth > 0; i++) {
+      const c = source[i]!;
+      if (quote) {
+        if (c === '\\' && quote !== '`') i++;
+        else if (c === quote) quote = '';
+      } else if (c === '"' || c === "'" || c === '`') quote = c;
+      else if (c === '{') depth++;
+      else if (c === '}') depth--;
+    }
+    if (depth > 0) throw new ExpressionSyntaxError('unterminated ${! ...}: no closing }', at);
+    parts.push({ index: at, length: i - at, raw: source.slice(at + 3, i - 1) });
+    from = i;
+  }
+}
 
 export function compileTemplate(source: string): Template {
   const parts: (string | Expression)[] = [];
   let last = 0;
-  for (const m of source.matchAll(TEMPLATE_PART)) {
-    const at = m.index ?? 0;
+  for (const m of templateParts(source)) {
+    const at = m.index;
     if (at > last) parts.push(source.slice(last, at));
-    const raw = m[1] ?? '';
+    const raw = m.raw;
     try {
       parts.push(compileExpression(raw.trim()));
     } catch (err) {
@@ -131,7 +157,7 @@ export function compileTemplate(source: string): Template {
       if (err instanceof ExpressionSyntaxError) throw new ExpressionSyntaxError(err.message, at + 3 + (raw.length - raw.trimStart().length) + err.offset);
       throw err;
     }
-    last = at + m[0].length;
+    last = at + m.length;
   }
   if (last < source.length) parts.push(source.slice(last));
   const isStatic = parts.every((p) => typeof p === 'string');

@@ -158,10 +158,10 @@ export class RunnerProcess {
   /** Error lines of kafkajs about connections and sends (it retries them itself). */
   kafkaErrors = 0;
 
-  constructor(file: string, readonly name: string) {
+  constructor(file: string, readonly name: string, env: Record<string, string> = {}) {
     this.child = spawn(process.execPath, [join(ROOT, 'bin/runner.mjs'), 'start', file], {
       cwd: ROOT,
-      env: { ...process.env, RUNNER_HTTP_PORT: '0', RUNNER_HTTP_HOST: '127.0.0.1', LOG_LEVEL: 'info' },
+      env: { ...process.env, RUNNER_HTTP_PORT: '0', RUNNER_HTTP_HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     this.exited = new Promise((resolve) => this.child.once('exit', (code, signal) => resolve({ code, signal })));
@@ -374,7 +374,7 @@ export function stackPid(server: 'kafka' | 'mosquitto'): number | null {
  * `bash scripts/stack <action> <server>`: stop waits for the process to exit, start until the
  * server answers. Resolves with the time it took; rejects with the script's output on failure.
  */
-export function stackServer(action: 'stop' | 'start' | 'restart', server: 'kafka' | 'mosquitto'): Promise<number> {
+export function stackServer(action: 'stop' | 'start' | 'restart', server: 'kafka' | 'mosquitto' | 'postgres'): Promise<number> {
   const t0 = performance.now();
   return new Promise((resolve, reject) => {
     const child = spawn('bash', [join(ROOT, 'scripts/stack'), action, server], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
