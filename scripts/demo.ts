@@ -1,10 +1,13 @@
 /**
- * The demo: the MQTT -> Kafka bridge carrying simulated heat pumps.
+ * The demo: simulated heat pumps through the bridge into Kafka and on into PostgreSQL.
  *
  *   runner simulate (5 heat pumps with energy meters and room sensors, over MQTT, QoS 1)
- *     -> Mosquitto -> runner start mqtt-bridge mqtt-realtime (one process, two pipelines)
+ *     -> Mosquitto -> runner start mqtt-bridge mqtt-realtime telemetry-sink settings-sink
+ *        (one process, four pipelines)
  *     -> Kafka: homelab-heatpump-telemetry, homelab-heatpump-settings, homelab-energy-realtime,
  *        homelab-temperature, heatpump-realtime, energy-realtime; bad payloads -> homelab-dead-letter
+ *     -> PostgreSQL: telemetry.heatpump, telemetry.energy_consumption, telemetry.temperature,
+ *        heatpump_settings.settings (after `runner migrate`)
  *
  * and a report read back from Kafka. Run it with `bash scripts/demo` (which starts the local stack
  * first). Ctrl-C stops it cleanly.
@@ -14,6 +17,7 @@ import { randomUUID } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import kafkajs from 'kafkajs';
 import mqtt from 'mqtt';
+import pg from 'pg';
 
 const { Kafka, logLevel } = kafkajs;
 const say = (s: string) => process.stdout.write(`${s}\n`);
@@ -56,10 +60,27 @@ say(`== runner lint`);
 must(['lint'], 'lint');
 say(`== runner topics apply   (topics.yaml)`);
 must(['topics', 'apply'], 'topics apply');
+say(`== runner migrate   (migrations/: telemetry, heatpump_settings, services)`);
+must(['migrate'], 'migrate');
 const before = await offsets();
 
-say(`== runner start mqtt-bridge mqtt-realtime   (two pipelines in one process)`);
-const runner = spawn(process.execPath, ['bin/runner.mjs', 'start', 'mqtt-bridge', 'mqtt-realtime'], { env: { ...process.env, RUNNER_HTTP_PORT: '0' }, stdio: ['ignore', 'ignore', 'pipe'] });
+const telemetryDb = new pg.Client({ connectionString: process.env.TELEMETRY_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/telemetry' });
+const settingsDb = new pg.Client({ connectionString: process.env.HEATPUMP_SETTINGS_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/heatpump_settings' });
+await telemetryDb.connect();
+await settingsDb.connect();
+const TABLES = ['heatpump', 'energy_consumption', 'temperature'] as const;
+// This run's readings: the simulator stamps them with the current time (the sinks may also catch
+// up on older messages left in the topics by earlier runs).
+const runStart = new Date(Date.now() - 1000);
+const rowCounts = async () => {
+  const { rows } = await telemetryDb.query(`SELECT ${TABLES.map((t) => `(SELECT count(*) FROM ${t} WHERE time >= $1)::int AS ${t}`).join(', ')}`, [runStart]);
+  return rows[0] as Record<(typeof TABLES)[number], number>;
+};
+const rowsBefore = await rowCounts();
+
+const PIPELINES = ['mqtt-bridge', 'mqtt-realtime', 'telemetry-sink', 'settings-sink'];
+say(`== runner start ${PIPELINES.join(' ')}   (four pipelines in one process)`);
+const runner = spawn(process.execPath, ['bin/runner.mjs', 'start', ...PIPELINES], { env: { ...process.env, RUNNER_HTTP_PORT: '0' }, stdio: ['ignore', 'ignore', 'pipe'] });
 children.push(runner);
 let http = '';
 let runnerLog = '';
@@ -93,8 +114,8 @@ for (let i = 0; ; i++) {
 }
 say(`   ready: http://${http}/health/ready answers 200`);
 
-say(`== runner simulate --devices ${devices} --rate ${rate} --count ${count}   (heat pumps, meters, sensors over MQTT, QoS 1)`);
-must(['simulate', '--devices', String(devices), '--rate', String(rate), '--count', String(count)], 'simulate');
+say(`== runner simulate --devices ${devices} --rate ${rate} --count ${count} --timestamp-ms   (heat pumps, meters, sensors over MQTT, QoS 1)`);
+must(['simulate', '--devices', String(devices), '--rate', String(rate), '--count', String(count), '--timestamp-ms'], 'simulate');
 
 say('== three bad payloads published by hand (they must land in homelab-dead-letter, with the reason)');
 const pub = await mqtt.connectAsync(mqttUrl, { clientId: `demo-bad-${runId}` });
@@ -125,6 +146,18 @@ for (let i = 0; ; i++) {
   await new Promise((res) => setTimeout(res, 100));
 }
 const d = delta();
+
+// Wait until the sinks have written this run's telemetry (one row per reading: (device, time) is unique).
+let rowsNow = await rowCounts();
+const rowDelta = () => Object.fromEntries(TABLES.map((t) => [t, rowsNow[t] - rowsBefore[t]])) as Record<(typeof TABLES)[number], number>;
+for (let i = 0; ; i++) {
+  rowsNow = await rowCounts();
+  if (TABLES.every((t) => rowDelta()[t] >= per)) break;
+  if (i > 600) fail(`timed out waiting for the telemetry tables: ${JSON.stringify(rowDelta())}`);
+  await new Promise((res) => setTimeout(res, 100));
+}
+const settingsRows = (await settingsDb.query("SELECT device_id, indoor_target_temp::float8 AS indoor_target_temp, mode, to_char(reported_at AT TIME ZONE 'UTC', 'HH24:MI:SS.MS') AS reported_at FROM settings ORDER BY device_id LIMIT 3")).rows;
+const latest = (await telemetryDb.query("SELECT device_id, to_char(time AT TIME ZONE 'UTC', 'HH24:MI:SS.MS') AS time, outdoor_temp, supply_temp, return_temp FROM heatpump ORDER BY time DESC LIMIT 2")).rows;
 
 // Read back a few records to show keys and headers, and the dead letters with their reasons.
 const sample: string[] = [];
@@ -166,6 +199,12 @@ say('a record of homelab-heatpump-telemetry (keyed by device, MQTT topic and rec
 for (const s of sample) say(`  ${s}`);
 say('dead letters, with the reason from their dlq_* headers:');
 for (const x of dead) say(`  ${x}`);
+say('rows of this run in PostgreSQL (database telemetry; one per reading, idempotent on device and time):');
+for (const t of TABLES) say(`  ${t.padEnd(28)} ${String(rowDelta()[t]).padStart(6)}`);
+say('newest heat-pump rows:');
+for (const r of latest) say(`  ${JSON.stringify(r)}`);
+say('heatpump_settings.settings (one row per device, the newest reported state):');
+for (const r of settingsRows) say(`  ${JSON.stringify(r)}`);
 say('metrics (/metrics):');
 for (const l of metrics) say(`  ${l}`);
 say('');
@@ -179,6 +218,8 @@ runner.kill('SIGTERM');
 const code = await new Promise<number>((resolve) => runner.on('exit', (c) => resolve(c ?? 1)));
 say(`runner stopped on SIGTERM with exit code ${code} (0 = drained, every MQTT message acknowledged)`);
 await admin.disconnect();
-const ok = TOPICS.every((t) => d[t] === want[t]) && code === 0;
+await telemetryDb.end();
+await settingsDb.end();
+const ok = TOPICS.every((t) => d[t] === want[t]) && TABLES.every((t) => rowDelta()[t] === per) && code === 0;
 if (!ok) say('demo: some counts differ from what was published (duplicates are possible after a crash, never losses)');
 process.exit(code === 0 ? 0 : 1);

@@ -295,8 +295,17 @@ export class HeatpumpDevice {
     return Math.max(80, pattern + this.baseNoise);
   }
 
+  private lastStampMs = -Infinity;
+
+  /**
+   * The payload timestamp. With millisecond precision it strictly increases per device (a burst
+   * after a pause never gives two readings of one device the same time): (device, time) is the key
+   * of the telemetry tables.
+   */
   private stamp(nowMs: number): number {
-    return this.opts.timestamp_precision === 'ms' ? Math.round(nowMs) / 1000 : Math.floor(nowMs / 1000);
+    if (this.opts.timestamp_precision !== 'ms') return Math.floor(nowMs / 1000);
+    this.lastStampMs = Math.max(Math.round(nowMs), this.lastStampMs + 1);
+    return this.lastStampMs / 1000;
   }
 
   private withSeq<T extends object>(kind: Kind, payload: T): T {

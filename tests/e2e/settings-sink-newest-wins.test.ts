@@ -33,7 +33,7 @@ describe('settings-sink', () => {
       // device-001: newest is T+30 (mode 2); T+20 arrives after it. device-002: one report only.
       // device-003: newest T+5 (22.0), and a later report with 99 degC (refused by the table's CHECK).
       await produceAll(producer, topic, [report('device-001', T + 10, 1), report('device-001', T + 30, 2), report('device-001', T + 20, 3), report('device-002', T, 0), report('device-003', T + 5, 1, 22)]);
-      const sink = new RunnerProcess(pipeline.file, 'settings-sink', { SETTINGS_DATABASE_URL: db.url, SETTINGS_SINK_GROUP: group });
+      const sink = new RunnerProcess(pipeline.file, 'settings-sink', { HEATPUMP_SETTINGS_DATABASE_URL: db.url, SETTINGS_SINK_GROUP: group });
       await poll(() => caughtUp(admin, group, [topic]), () => 'the sink did not catch up');
       // A later batch: older reports again (a redelivery or a late device), and a bad value.
       await produceAll(producer, topic, [report('device-001', T + 25, 0), report('device-002', T - 100, 3)]);
