@@ -3,7 +3,7 @@ import type { Consumer, ConsumerRunConfig, EachBatchPayload, KafkaMessage } from
 import { Gauge, type Registry } from 'prom-client';
 import { Observable, interval } from 'rxjs';
 import { parseDuration } from '../../core/duration.ts';
-import { errorMessage } from '../../core/errors.ts';
+import { RunnerError, errorMessage } from '../../core/errors.ts';
 import { connectionFields as registryConnectionFields, registryClient } from '../schema-registry/client.ts';
 import { decodeWire } from '../schema-registry/codec.ts';
 import { isRetryable } from '../../core/errors.ts';
@@ -16,7 +16,12 @@ import { OffsetTracker, partitionKey, type OffsetToken } from './offsets.ts';
 
 const config = Obj({
   ...connectionFields,
-  topics: Type.Array(Type.String({ minLength: 1, description: 'A topic name.' }), { minItems: 1, description: 'Topics to read; their partitions are shared among the members of the consumer group.' }),
+  topics: Type.Array(Type.String({ minLength: 1, description: 'A topic name, or a regular expression with `regexp_topics`.' }), { minItems: 1, description: 'Topics to read; their partitions are shared among the members of the consumer group.' }),
+  regexp_topics: Type.Boolean({
+    default: false,
+    description:
+      'Treat each entry of `topics` as a regular expression matched against the whole topic name (e.g. `homelab-.*-telemetry`), as Redpanda Connect does. The expressions are resolved against the cluster\'s topics when the consumer starts (a topic created later is read after a restart); until at least one topic matches, the input is not ready and says so.',
+  }),
   consumer_group: Type.String({ minLength: 1, description: 'Consumer group id: offsets are committed for it, and pipelines with the same group share the partitions.' }),
   start_from: Type.Union([Type.Literal('earliest'), Type.Literal('latest')], {
     default: 'earliest',
@@ -98,6 +103,17 @@ export const kafka = defineInput({
       'At-least-once. An offset is committed only when every message below it is done, so a crash, a failed message or a rebalance delivers messages again, never loses them. Duplicates: everything after the last commit after a crash or restart; messages after a failed one (they are read again with it); in-flight messages of a partition that moved to another member.',
     rejects: true,
     lint(cfg) {
+      if (cfg.regexp_topics) {
+        const bad = cfg.topics.flatMap((t, i) => {
+          try {
+            new RegExp(t);
+            return [];
+          } catch (err) {
+            return [{ path: ['topics', i], message: `not a regular expression: ${(err as Error).message}` }];
+          }
+        });
+        if (bad.length) return bad;
+      }
       if (cfg.value_format === 'schema_registry' && !cfg.schema_registry) return [{ path: ['schema_registry'], message: 'value_format: schema_registry needs schema_registry: { url: ... }' }];
       if (cfg.value_format !== 'schema_registry' && cfg.schema_registry) return [{ path: ['schema_registry'], message: 'schema_registry is only used with value_format: schema_registry' }];
       return [];
@@ -151,7 +167,9 @@ export const kafka = defineInput({
         }
       };
 
-      const pauseAll = () => quietly('pause', () => consumer.pause(cfg.topics.map((topic) => ({ topic }))));
+      /** The topics subscribed to: `topics`, or the names the expressions matched. */
+      let topicNames: string[] = cfg.regexp_topics ? [] : cfg.topics;
+      const pauseAll = () => quietly('pause', () => consumer.pause(topicNames.map((topic) => ({ topic }))));
       const pause = (topic: string, partition: number, reason: 'full' | 'nack') => {
         const key = partitionKey(topic, partition);
         const p = pausedFor.get(key) ?? { topic, partition, reasons: new Set() };
@@ -319,7 +337,9 @@ export const kafka = defineInput({
           try {
             await consumer.connect();
             if (!subscribed) {
-              await consumer.subscribe({ topics: cfg.topics, fromBeginning: cfg.start_from === 'earliest' });
+              if (cfg.regexp_topics) topicNames = await matchTopics(client, cfg.topics, where);
+              await consumer.subscribe({ topics: topicNames, fromBeginning: cfg.start_from === 'earliest' });
+              if (cfg.regexp_topics) log.info({ topics: topicNames }, 'topics matched');
               subscribed = true;
             }
             // Closed while connecting: the close hook's disconnect came too early to stop this.
@@ -367,3 +387,17 @@ export const kafka = defineInput({
     });
   },
 });
+
+/** The existing topics that match one of `patterns` (each anchored: it must match the whole name). */
+async function matchTopics(client: ReturnType<typeof kafkaClient>, patterns: string[], where: string): Promise<string[]> {
+  const res = patterns.map((p) => new RegExp(`^(?:${p})$`));
+  const admin = client.admin();
+  await admin.connect();
+  try {
+    const names = (await admin.listTopics()).filter((t) => !t.startsWith('__') && res.some((re) => re.test(t))).sort();
+    if (!names.length) throw new RunnerError('CONFIG_INVALID', `no topic at ${where} matches ${patterns.join(', ')} (regexp_topics); create one (runner topics apply) or fix the expression`, { retryable: true });
+    return names;
+  } finally {
+    await admin.disconnect().catch(() => undefined);
+  }
+}

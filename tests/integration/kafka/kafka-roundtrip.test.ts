@@ -161,6 +161,27 @@ describe('kafka output -> kafka input', () => {
     for (const e of ends) expect(c[e.partition]).toBe(e.high === '0' ? '-1' : e.high);
   });
 
+  it('with regexp_topics reads every existing topic whose whole name matches, and is not ready while none does', async () => {
+    const prefix = `it-kafka-re-${runId}`;
+    const none = read({ topics: [`${prefix}-nothing-.*`], regexp_topics: true, consumer_group: `it-re-none-${runId}` });
+    const notReady = await firstValueFrom(readiness(none.ctx).pipe(filter((r) => !r.ready && /no topic at .* matches/.test(r.reason ?? ''))));
+    expect(notReady.reason).toContain(`${prefix}-nothing-.*`);
+    await none.stop();
+
+    const a = `${prefix}-a-telemetry`;
+    const b = `${prefix}-b-telemetry`;
+    const other = `${prefix}-b-telemetry-old`;
+    await createTopicsReady(admin, [a, b, other].map((topic) => ({ topic, numPartitions: 1 })));
+    topics.push(a, b, other);
+    await produceRaw(a, ['{"n":1}']);
+    await produceRaw(b, ['{"n":2}']);
+    await produceRaw(other, ['{"n":3}']);
+    const input = read({ topics: [`${prefix}-[a-z]-telemetry`], regexp_topics: true, consumer_group: `it-re-${runId}`, start_from: 'earliest' }, (m) => m.ack.done());
+    await input.until(2);
+    expect(input.received.map((m) => m.meta.kafka_topic).sort()).toEqual([a, b]);
+    await input.stop();
+  });
+
   it('commits only over acked messages: after acking the first k of n, the group resumes at k', async () => {
     const topic = await newTopic('commit-after-ack');
     await produceRaw(topic, Array.from({ length: 10 }, (_, i) => JSON.stringify({ i })));
