@@ -6,7 +6,7 @@ import { batch } from '../../core/batch.ts';
 import { parseDuration } from '../../core/duration.ts';
 import { RunnerError, errorMessage } from '../../core/errors.ts';
 import { compileExpression, compileTemplate } from '../../core/expression.ts';
-import { type Msg, valueToBuffer } from '../../core/message.ts';
+import { type Msg, msgSize, valueToBuffer } from '../../core/message.ts';
 import { defineOutput } from '../../core/operator.ts';
 import { DEFAULT_BACKOFF, backoffDelay, retryWithBackoff } from '../../core/retry.ts';
 import { Duration, Expr, Obj, Template } from '../../core/schema.ts';
@@ -176,18 +176,44 @@ export const kafka = defineOutput({
 
     const reject = (msg: Msg, err: unknown) => ctx.reject(msg, err);
 
+    // Batching by byte_size needs each value's size, which for a JSON value means serialising it:
+    // the bytes are kept for the record instead of serialising the value a second time.
+    const encoded = new WeakMap<Msg, Buffer>();
+    const sizeOf = (msg: Msg): number => {
+      let buf: Buffer;
+      try {
+        buf = valueToBuffer(msg.value);
+      } catch {
+        return msgSize(msg); // as before; `prepare` rejects the message with the error
+      }
+      encoded.set(msg, buf);
+      return buf.length;
+    };
+    const encode = (msg: Msg): Buffer => {
+      const buf = encoded.get(msg);
+      if (buf === undefined) return valueToBuffer(msg.value);
+      encoded.delete(msg);
+      return buf;
+    };
+    /** Topic names that passed the name check (a template yields the same few names over and over). */
+    const validNames = new Set<string>();
+
     /** Evaluate topic and key; messages whose expressions fail are rejected here. */
     const prepare = async (msgs: Msg[]): Promise<Item[]> => {
       const items: Item[] = [];
       for (const msg of msgs) {
         try {
           const topic = await topicT.evaluate(msg);
-          if (!TOPIC_NAME.test(topic) || topic === '.' || topic === '..') {
-            throw new RunnerError('WRITE_REJECTED', `topic name ${JSON.stringify(topic)} is not valid (letters, digits, . _ - up to 249)`);
+          if (!validNames.has(topic)) {
+            if (!TOPIC_NAME.test(topic) || topic === '.' || topic === '..') {
+              throw new RunnerError('WRITE_REJECTED', `topic name ${JSON.stringify(topic)} is not valid (letters, digits, . _ - up to 249)`);
+            }
+            if (validNames.size >= 10_000) validNames.clear();
+            validNames.add(topic);
           }
           const k = await keyE.evaluate(msg);
           const key = k === null || k === undefined ? null : Buffer.isBuffer(k) ? k : typeof k === 'string' ? k : JSON.stringify(k);
-          items.push({ msg, topic, record: { key, value: valueToBuffer(msg.value), headers: { ...msg.headers } } });
+          items.push({ msg, topic, record: { key, value: encode(msg), headers: { ...msg.headers } } });
         } catch (err) {
           reject(msg, err);
         }
@@ -280,7 +306,7 @@ export const kafka = defineOutput({
     const policy = { count: cfg.batching.count, byteSize: cfg.batching.byte_size, periodMs: parseDuration(cfg.batching.period) };
     return (source) =>
       source.pipe(
-        batch(policy, ctx.scheduler),
+        batch(policy, ctx.scheduler, sizeOf),
         mergeMap((msgs) => defer(() => from(prepare(msgs))).pipe(mergeMap((items) => (items.length ? deliver$(items) : EMPTY))), cfg.max_in_flight),
       );
   },

@@ -13,6 +13,9 @@ import { parseTopicPattern, topicFilterProblem, topicMatches, topicMetadata, typ
 
 const QoS = (description: string, def: 0 | 1 | 2) => Type.Union([Type.Literal(0), Type.Literal(1), Type.Literal(2)], { default: def, description });
 
+/** Topics whose metadata the input keeps worked out (the cache starts over when full). */
+const TOPIC_CACHE_SIZE = 10_000;
+
 /** The longest session expiry MQTT 5 can express (0xFFFFFFFF s means "never expires"). */
 const MAX_SESSION_EXPIRY_S = 0xffff_fffe;
 
@@ -51,7 +54,7 @@ const config = Obj({
     maximum: 65_535,
     default: 1000,
     description:
-      'Messages handed to the pipeline and not yet done, at most. With MQTT 5 it is sent to the broker as receive maximum, so the broker itself holds back further QoS 1/2 messages until earlier ones are acknowledged. Otherwise (MQTT 3.1.1, or QoS 0) the input stops reading from the connection while this many are in flight; if that lasts longer than 1.5 keepalive intervals the connection times out and is made again (nothing is lost).',
+      'Messages handed to the pipeline and not yet done, at most. With MQTT 5 it is sent to the broker as receive maximum, so the broker itself holds back further QoS 1/2 messages until earlier ones are acknowledged; should the broker send more anyway (Mosquitto 2.0.11 does under load), the input stops reading from the connection until there is room again. Otherwise (MQTT 3.1.1, or QoS 0) the input stops reading from the connection while this many are in flight; if that lasts longer than 1.5 keepalive intervals the connection times out and is made again (nothing is lost).',
   }),
 });
 
@@ -65,7 +68,7 @@ export const mqttInput = defineInput({
       '',
       'Acknowledgement: the PUBACK (QoS 1) or PUBREC (QoS 2) for a message is sent only when the message is done (written by the output, deliberately dropped, or stored by the dead-letter output), and in the order the messages arrived, as MQTT requires: a message still in progress holds back the acknowledgements of later ones. A message that fails (is not done) is never acknowledged; the input then reconnects (with backoff) and the broker, which resends unacknowledged messages of a persistent session on every reconnect, delivers it again. When the broker resends a message that is still in progress on a new connection, it is not handed out twice.',
       '',
-      'Flow control: at most `max_in_flight` messages are in progress. With MQTT 5 that number is the receive maximum the broker must respect for QoS 1/2; with 3.1.1 the broker\'s own limit applies (Mosquitto: max_inflight_messages) and the input also stops reading from the socket when `max_in_flight` is reached (as it does for QoS 0 messages with MQTT 5).',
+      'Flow control: at most `max_in_flight` messages are in progress. With MQTT 5 that number is the receive maximum the broker must respect for QoS 1/2; with 3.1.1 the broker\'s own limit applies (Mosquitto: max_inflight_messages) and the input also stops reading from the socket when `max_in_flight` is reached (as it does for QoS 0 messages with MQTT 5, and for QoS 1/2 messages beyond the receive maximum from a broker that does not keep to it).',
       '',
       'Stopping: the input stops handing out messages and completes; the connection stays open until in-flight messages are drained so their acknowledgements reach the broker, then it disconnects without ending the session (no unsubscribe). Messages that arrived after the stop are not acknowledged and come again on the next start.',
       '',
@@ -157,6 +160,18 @@ export const mqttInput = defineInput({
       let subscribeAttempt = 0;
       let nacks = 0;
       const warnedTopics = new Set<string>();
+      // What a topic name gives (subscribed or not, its metadata) depends on the topic alone, and a
+      // bridge sees the same few thousand topics over and over: worked out once per topic.
+      const topicCache = new Map<string, { subscribed: boolean; fromTopic: ReturnType<typeof topicMetadata> }>();
+      const topicInfo = (topic: string) => {
+        let info = topicCache.get(topic);
+        if (!info) {
+          if (topicCache.size >= TOPIC_CACHE_SIZE) topicCache.clear();
+          info = { subscribed: topics.some((f) => topicMatches(f, topic)), fromTopic: topicMetadata(topic, pattern) };
+          topicCache.set(topic, info);
+        }
+        return info;
+      };
       const policy = { ...DEFAULT_BACKOFF, initialMs: Math.max(1, parseDuration(cfg.reconnect.min)), maxMs: Math.max(1, parseDuration(cfg.reconnect.max)) };
 
       // PUBACK/PUBREC go out only from here, in order, once messages are done (see acks.ts).
@@ -246,16 +261,20 @@ export const mqttInput = defineInput({
       flushAcks = () => acks.flush();
       // Holding one of mqtt.js's packet callbacks stops it from reading further packets: that is the
       // local flow control, applied once `max_in_flight` messages are in flight.
-      const whenRoom = (cb: () => void) => {
-        if (inFlight < cfg.max_in_flight || !handingOut) cb();
+      const whenRoom = (cb: () => void, limit = cfg.max_in_flight) => {
+        if (inFlight < limit || !handingOut) cb();
         else held.push(cb);
       };
+      // With MQTT 5 the broker should keep QoS 1/2 within the receive maximum (= max_in_flight), so
+      // reading goes on (and PINGRESPs are seen) with max_in_flight messages in progress. A broker
+      // that sends more (Mosquitto 2.0.11 does once acknowledgements flow: see
+      // bench/mqtt-bridge/receive-maximum-probe.ts) would flood the pipeline: past max_in_flight the
+      // input stops reading, as with 3.1.1.
+      const qos12Limit = v5 ? cfg.max_in_flight + 1 : cfg.max_in_flight;
       // mqtt.js acknowledges a QoS 1/2 PUBLISH as soon as it has parsed it: swallow those
       // acknowledgements (calling their callbacks, so it goes on reading). Everything else passes.
-      // With MQTT 5 the broker keeps QoS 1/2 within the receive maximum itself, so reading goes on
-      // (and PINGRESPs are seen) even with max_in_flight messages in progress.
       internals._sendPacket = (packet, cb, ...rest) => {
-        if (packet.cmd === 'puback' || packet.cmd === 'pubrec') return v5 ? cb?.() : whenRoom(() => cb?.());
+        if (packet.cmd === 'puback' || packet.cmd === 'pubrec') return whenRoom(() => cb?.(), qos12Limit);
         return send(packet, cb, ...rest);
       };
       // Called by mqtt.js for a QoS 0 or 1 PUBLISH after the 'packetreceive' event that handed it
@@ -312,7 +331,8 @@ export const mqttInput = defineInput({
         const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
         const msg: Msg = { value: payload, key: null, headers, meta, ack, createdAt: Date.now() };
 
-        if (!topics.some((f) => topicMatches(f, topic))) {
+        const known = topicInfo(topic);
+        if (!known.subscribed) {
           if (!warnedTopics.has(topic) && warnedTopics.size < 1000) {
             warnedTopics.add(topic);
             log.warn({ topic, topics }, 'message on a topic none of `topics` matches (a subscription left in the persistent session by an earlier configuration?); acknowledged and dropped');
@@ -321,13 +341,15 @@ export const mqttInput = defineInput({
           ack.done();
           return;
         }
-        const fromTopic = topicMetadata(topic, pattern);
+        const fromTopic = known.fromTopic;
         if ('error' in fromTopic) {
           // Rejected here: the dead-letter flow's completion calls ack.done(), which sends the PUBACK.
           ctx.reject(msg, new RunnerError('MESSAGE_INVALID', fromTopic.error));
           return;
         }
+        // Each message gets its own copies: the cached entry must not change with the message.
         Object.assign(meta, fromTopic.meta);
+        meta.mqtt_topic_segments = [...(fromTopic.meta.mqtt_topic_segments as string[])];
         try {
           msg.value = bufferToValue(payload, format);
         } catch (err) {
