@@ -11,6 +11,7 @@ import { log } from './core/log.ts';
 import { map } from './core/map.ts';
 import { stdout } from './core/stdout.ts';
 import { switchOutput } from './core/switch.ts';
+import { websocketServer } from './websocket/server-output.ts';
 import { validate } from './core/validate.ts';
 import { kafka as kafkaInput } from './kafka/input.ts';
 import { kafka as kafkaOutput } from './kafka/output.ts';
@@ -39,6 +40,7 @@ export const operators: AnyOperator[] = [
   mqttOutput,
   postgres,
   switchOutput,
+  websocketServer,
 ];
 
 export const registry = new OperatorRegistry(operators);

@@ -1,0 +1,266 @@
+import { existsSync } from 'node:fs';
+import { isAbsolute, join } from 'node:path';
+import fastifyStatic from '@fastify/static';
+import fastifyWebsocket from '@fastify/websocket';
+import { Type } from '@sinclair/typebox';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { concatMap, filter, from } from 'rxjs';
+import type { WebSocket } from 'ws';
+import { parseDuration } from '../../core/duration.ts';
+import { errorMessage } from '../../core/errors.ts';
+import { compileExpression } from '../../core/expression.ts';
+import type { Msg } from '../../core/message.ts';
+import { defineOutput } from '../../core/operator.ts';
+import { Duration, Expr, Obj, Secret } from '../../core/schema.ts';
+
+const config = Obj({
+  address: Type.String({
+    default: '0.0.0.0:8090',
+    pattern: '^[^\\s:]+:\\d{1,5}$',
+    description: 'host:port to listen on, e.g. `0.0.0.0:${REALTIME_PORT:-8090}`. Port 0 picks a free port (logged as `websocket server listening`).',
+  }),
+  path: Type.String({ default: '/ws', pattern: '^/', description: 'Path of the WebSocket endpoint.' }),
+  topic: Expr('What a message is tagged with and what clients subscribe to, usually the Kafka topic it came from.', '$meta.kafka_topic'),
+  device: Expr('The device a message is about, for clients that subscribe to some devices only. Nothing (undefined) = not about one device: sent to every client of the topic.', '$key'),
+  topics: Type.Array(Type.String({ minLength: 1 }), {
+    default: [],
+    description: 'The topics clients may subscribe to; a subscription naming another one is answered with an error frame. Empty: any topic is accepted.',
+  }),
+  auth_token: Secret('Bearer token clients must present (`Authorization: Bearer <token>`, or `?token=<token>` since browsers cannot set headers on a WebSocket). Empty: no authentication.'),
+  heartbeat: Duration('How often the server pings each client; a client that has not answered the previous ping by the next one is disconnected.', '15s'),
+  max_buffered_bytes: Type.Integer({
+    minimum: 1024,
+    default: 1_048_576,
+    description: 'Bytes that may wait unsent for one client. A client that falls further behind (it does not read, or its network is too slow) is disconnected (close code 1013, counted as slow) instead of slowing everyone down or growing memory.',
+  }),
+  max_client_messages: Type.Integer({
+    minimum: 1,
+    default: 20,
+    description: 'Messages a client may send per second (subscriptions, pings). A client that sends more is disconnected with close code 1008.',
+  }),
+  max_clients: Type.Integer({ minimum: 1, default: 10_000, description: 'Connections accepted at the same time; more are refused with close code 1013.' }),
+  static_dir: Type.String({
+    default: '',
+    description: 'A folder of static files (a web dashboard) served at `/` on the same port, relative to the project folder. Empty: none.',
+  }),
+});
+
+type Cfg = typeof config.static;
+
+interface Client {
+  socket: WebSocket;
+  topics: Set<string> | null;
+  devices: Set<string> | null;
+  alive: boolean;
+  windowStart: number;
+  windowCount: number;
+}
+
+function metrics(registry: Registry) {
+  const get = <T>(name: string, make: () => T): T => (registry.getSingleMetric(name) as T | undefined) ?? make();
+  const labelNames = ['pipeline', 'component'] as const;
+  return {
+    clients: get('runner_websocket_clients', () => new Gauge({ name: 'runner_websocket_clients', help: 'WebSocket clients connected', labelNames, registers: [registry] })),
+    broadcast: get('runner_websocket_messages_broadcast_total', () => new Counter({ name: 'runner_websocket_messages_broadcast_total', help: 'Messages broadcast (each counted once, whatever the number of clients)', labelNames, registers: [registry] })),
+    sent: get('runner_websocket_frames_sent_total', () => new Counter({ name: 'runner_websocket_frames_sent_total', help: 'Message frames sent to clients (one per message and subscribed client)', labelNames, registers: [registry] })),
+    slow: get('runner_websocket_slow_disconnects_total', () => new Counter({ name: 'runner_websocket_slow_disconnects_total', help: 'Clients disconnected because they fell more than max_buffered_bytes behind', labelNames, registers: [registry] })),
+    dropped: get('runner_websocket_messages_dropped_total', () => new Counter({ name: 'runner_websocket_messages_dropped_total', help: 'Message frames not sent because their client was disconnected as slow', labelNames, registers: [registry] })),
+    refused: get('runner_websocket_refused_total', () => new Counter({ name: 'runner_websocket_refused_total', help: 'Connections refused or closed by the server, by reason', labelNames: [...labelNames, 'reason'], registers: [registry] })),
+  };
+}
+
+const send = (socket: WebSocket, frame: object) => {
+  if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(frame));
+};
+
+export const websocketServer = defineOutput({
+  spec: {
+    name: 'websocket_server',
+    kind: 'output',
+    summary: 'Broadcasts each message as JSON to the WebSocket clients subscribed to its topic (and device); slow clients are disconnected, never waited for.',
+    description: [
+      'Serves a WebSocket endpoint (`ws://<address><path>`) and sends every message to each connected client that subscribed to its topic (and, if the client named devices, to its device), as one text frame:',
+      '',
+      '    {"type": "message", "topic": "heatpump-realtime", "device": "device-001", "data": {...the message value...}}',
+      '',
+      'A client receives every topic until it subscribes. It subscribes in the URL (`/ws?topics=heatpump-realtime,energy-realtime&devices=device-001`) or by sending `{"type": "subscribe", "topics": [...], "devices": [...]}` (both optional; omitted = all), answered by `{"type": "subscribed", "topics": [...], "devices": [...]}`. `{"type": "ping"}` is answered by `{"type": "pong"}`. A frame that is not JSON, of an unknown type, or naming a topic not in `topics` is answered by `{"type": "error", "error": "<reason>"}` and the client stays connected.',
+      '',
+      'Protection: an optional bearer token (`auth_token`; 401 without it); at most `max_clients` connections; WebSocket pings every `heartbeat` (a client that does not answer is dropped); at most `max_client_messages` frames per second from a client (more: close 1008); and a bounded send buffer per client: a client more than `max_buffered_bytes` behind is disconnected with close code 1013 (metric `runner_websocket_slow_disconnects_total`), so one slow client never slows the others or grows memory.',
+      '',
+      'With `static_dir`, the same port serves that folder at `/` (a dashboard). Metrics: `runner_websocket_clients`, `runner_websocket_messages_broadcast_total`, `runner_websocket_frames_sent_total`, `runner_websocket_slow_disconnects_total`, `runner_websocket_messages_dropped_total`, `runner_websocket_refused_total`.',
+    ].join('\n'),
+    config,
+    examples: [
+      {
+        title: 'Live heat-pump and energy data for dashboards',
+        config: ['address: 0.0.0.0:${REALTIME_PORT:-8090}', 'path: /ws', 'topics: [heatpump-realtime, energy-realtime]', 'auth_token: ${REALTIME_TOKEN:-}', 'static_dir: dashboard'].join('\n'),
+      },
+    ],
+    delivery:
+      'Broadcast, at most once per client: a message is done (its input may commit past it) once it has been queued for every client connected at that moment. Clients that connect later do not receive it, and a client disconnected as slow loses what was queued for it; clients that need history read it from the history API. A message whose `topic` or `device` expression fails is rejected to the dead-letter output.',
+    rejects: true,
+  },
+  create(cfg: Cfg, ctx) {
+    const log = ctx.logger;
+    const m = metrics(ctx.metrics.registry);
+    const labels = ctx.metrics.labels;
+    const topicExpr = compileExpression(cfg.topic);
+    const deviceExpr = compileExpression(cfg.device);
+    const known = new Set(cfg.topics);
+    const heartbeatMs = parseDuration(cfg.heartbeat);
+    const clients = new Set<Client>();
+    const [host, portText] = [cfg.address.slice(0, cfg.address.lastIndexOf(':')), cfg.address.slice(cfg.address.lastIndexOf(':') + 1)];
+    const app: FastifyInstance = Fastify({ logger: false, forceCloseConnections: true });
+    let closing = false;
+
+    const unknownTopics = (topics: string[]) => (known.size ? topics.filter((t) => !known.has(t)) : []);
+    const parseList = (v: unknown): string[] | null | undefined => {
+      if (v === undefined || v === null) return null;
+      if (typeof v === 'string') return v.split(',').map((s) => s.trim()).filter(Boolean);
+      if (Array.isArray(v) && v.every((x) => typeof x === 'string')) return v as string[];
+      return undefined;
+    };
+    const refuse = (socket: WebSocket, code: number, reason: string, metricReason: string) => {
+      m.refused.inc({ ...labels, reason: metricReason });
+      log.info({ reason }, 'websocket client disconnected');
+      socket.close(code, reason);
+    };
+
+    void app.register(fastifyWebsocket, { options: { maxPayload: 64 * 1024 } });
+    void app.register(async (scope) => {
+      scope.get(cfg.path, { websocket: true }, (socket, req) => {
+        const query = req.query as Record<string, unknown>;
+        if (cfg.auth_token) {
+          const header = req.headers.authorization ?? '';
+          const token = header.startsWith('Bearer ') ? header.slice(7) : typeof query.token === 'string' ? query.token : '';
+          if (token !== cfg.auth_token) return refuse(socket, 1008, 'unauthorized: a bearer token is required', 'unauthorized');
+        }
+        if (clients.size >= cfg.max_clients) return refuse(socket, 1013, `too many clients (max_clients ${cfg.max_clients})`, 'max_clients');
+        const topics = parseList(query.topics);
+        const devices = parseList(query.devices);
+        const unknown = unknownTopics(topics ?? []);
+        if (unknown.length) return refuse(socket, 1008, `unknown topic ${unknown.join(', ')}; known: ${cfg.topics.join(', ')}`, 'unknown_topic');
+        const client: Client = { socket, topics: topics ? new Set(topics) : null, devices: devices ? new Set(devices) : null, alive: true, windowStart: Date.now(), windowCount: 0 };
+        clients.add(client);
+        m.clients.inc(labels);
+        socket.on('pong', () => (client.alive = true));
+        socket.on('close', () => {
+          if (clients.delete(client)) m.clients.dec(labels);
+        });
+        socket.on('error', (err) => log.debug({ err: errorMessage(err) }, 'websocket client error'));
+        socket.on('message', (data, isBinary) => {
+          const now = Date.now();
+          if (now - client.windowStart >= 1000) {
+            client.windowStart = now;
+            client.windowCount = 0;
+          }
+          if (++client.windowCount > cfg.max_client_messages) return refuse(socket, 1008, `too many messages (max_client_messages ${cfg.max_client_messages} per second)`, 'flood');
+          let frame: { type?: unknown; topics?: unknown; devices?: unknown };
+          try {
+            if (isBinary) throw new Error('binary frames are not accepted');
+            frame = JSON.parse(data.toString());
+            if (!frame || typeof frame !== 'object' || Array.isArray(frame)) throw new Error('a frame is a JSON object');
+          } catch (err) {
+            return send(socket, { type: 'error', error: `malformed frame: ${errorMessage(err)}` });
+          }
+          if (frame.type === 'ping') return send(socket, { type: 'pong' });
+          if (frame.type !== 'subscribe') return send(socket, { type: 'error', error: `unknown frame type ${JSON.stringify(frame.type)}; expected subscribe or ping` });
+          const t = parseList(frame.topics);
+          const d = parseList(frame.devices);
+          if (t === undefined || d === undefined) return send(socket, { type: 'error', error: 'topics and devices are lists of strings' });
+          const bad = unknownTopics(t ?? []);
+          if (bad.length) return send(socket, { type: 'error', error: `unknown topic ${bad.join(', ')}; known: ${cfg.topics.join(', ')}` });
+          client.topics = t ? new Set(t) : null;
+          client.devices = d ? new Set(d) : null;
+          send(socket, { type: 'subscribed', topics: t ?? 'all', devices: d ?? 'all' });
+        });
+        send(socket, { type: 'welcome', topics: cfg.topics, subscribed: { topics: topics ?? 'all', devices: devices ?? 'all' } });
+        log.debug({ clients: clients.size }, 'websocket client connected');
+      });
+    });
+    if (cfg.static_dir) {
+      const root = isAbsolute(cfg.static_dir) ? cfg.static_dir : join(ctx.rootDir, cfg.static_dir);
+      if (!existsSync(root)) log.error({ static_dir: root }, 'static_dir does not exist; nothing is served at /');
+      else void app.register(fastifyStatic, { root, prefix: '/' });
+    }
+
+    const heartbeat = setInterval(() => {
+      for (const c of clients) {
+        if (!c.alive) {
+          m.refused.inc({ ...labels, reason: 'heartbeat' });
+          c.socket.terminate();
+          continue;
+        }
+        c.alive = false;
+        c.socket.ping();
+      }
+    }, heartbeatMs);
+    heartbeat.unref();
+
+    ctx.setReady(false, `starting the websocket server on ${cfg.address}`);
+    const listening = app
+      .listen({ host, port: Number(portText) })
+      .then((url) => {
+        const addr = app.server.address();
+        const port = addr && typeof addr === 'object' ? addr.port : Number(portText);
+        log.info({ url: url.replace(/^http/, 'ws') + cfg.path, port, path: cfg.path }, 'websocket server listening');
+        ctx.setReady(true);
+      })
+      .catch((err) => {
+        const reason = `cannot listen on ${cfg.address}: ${errorMessage(err)}`;
+        log.error(reason);
+        ctx.setReady(false, reason);
+      });
+
+    ctx.onClose(async () => {
+      closing = true;
+      clearInterval(heartbeat);
+      await listening;
+      for (const c of clients) c.socket.close(1001, 'server shutting down');
+      await app.close().catch((err) => log.warn({ err: errorMessage(err) }, 'closing the websocket server failed'));
+    });
+
+    const broadcast = async (msg: Msg): Promise<Msg | null> => {
+      let topic: string;
+      let rawDevice: unknown;
+      try {
+        topic = String((await topicExpr.evaluate(msg)) ?? '');
+        rawDevice = await deviceExpr.evaluate(msg);
+      } catch (err) {
+        ctx.reject(msg, err);
+        return null;
+      }
+      const device = rawDevice === undefined || rawDevice === null ? undefined : String(rawDevice);
+      m.broadcast.inc(labels);
+      if (!clients.size || closing) return msg;
+      let frame: string | null = null;
+      for (const c of clients) {
+        if (c.topics && !c.topics.has(topic)) continue;
+        if (c.devices && device !== undefined && !c.devices.has(device)) continue;
+        if (c.socket.readyState !== c.socket.OPEN) continue;
+        if (c.socket.bufferedAmount > cfg.max_buffered_bytes) {
+          m.slow.inc(labels);
+          m.dropped.inc(labels);
+          clients.delete(c);
+          m.clients.dec(labels);
+          log.warn({ buffered: c.socket.bufferedAmount }, 'websocket client too slow; disconnected');
+          c.socket.close(1013, 'too slow: the server does not wait for slow clients');
+          // close() waits for the closing handshake behind the unsent data; do not wait for that either.
+          setTimeout(() => c.socket.terminate(), 1000).unref();
+          continue;
+        }
+        frame ??= JSON.stringify({ type: 'message', topic, device, data: msg.value });
+        c.socket.send(frame);
+        m.sent.inc(labels);
+      }
+      return msg;
+    };
+
+    return (source) =>
+      source.pipe(
+        concatMap((msg) => from(broadcast(msg))),
+        filter((msg): msg is Msg => msg !== null),
+      );
+  },
+});

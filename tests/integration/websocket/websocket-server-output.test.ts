@@ -1,0 +1,178 @@
+/**
+ * websocket_server output on loopback with real WebSocket clients (the ws package): topic and
+ * device subscriptions, error frames, the bearer token, flood protection, and a client that never
+ * reads being disconnected while the others get every message.
+ */
+import { Value } from '@sinclair/typebox/value';
+import pino from 'pino';
+import { Subject, lastValueFrom, toArray } from 'rxjs';
+import { afterEach, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { createMsg, type Msg } from '../../../core/message.ts';
+import { websocketServer } from '../../../operators/websocket/server-output.ts';
+import { testContext, type TestContext } from '../../helpers/context.ts';
+
+type Cfg = typeof websocketServer.spec.config.static;
+
+interface Server {
+  ctx: TestContext;
+  source: Subject<Msg>;
+  out: Promise<Msg[]>;
+  url: string;
+  close(): Promise<void>;
+}
+
+const servers: Server[] = [];
+afterEach(async () => {
+  for (const s of servers.splice(0)) await s.close();
+});
+
+async function start(c: Partial<Cfg> = {}): Promise<Server> {
+  const ctx = testContext({ component: 'ws' });
+  let resolvePort!: (p: number) => void;
+  const port = new Promise<number>((r) => (resolvePort = r));
+  ctx.logger = pino({ level: 'info' }, { write: (line: string) => { const l = JSON.parse(line); if (l.msg === 'websocket server listening') resolvePort(l.port); } });
+  const cfg = Value.Default(websocketServer.spec.config, { address: '127.0.0.1:0', topics: ['heatpump-realtime', 'energy-realtime'], auth_token: '', ...c }) as Cfg;
+  const source = new Subject<Msg>();
+  const out = lastValueFrom(source.pipe(websocketServer.create(cfg, ctx), toArray()));
+  const url = `ws://127.0.0.1:${await port}/ws`;
+  const s = {
+    ctx,
+    source,
+    out,
+    url,
+    async close() {
+      source.complete();
+      await out;
+      await ctx.close();
+    },
+  };
+  servers.push(s);
+  return s;
+}
+
+/** A connected client and every frame it received, parsed. */
+async function client(url: string, opts: WebSocket.ClientOptions = {}) {
+  const ws = new WebSocket(url, opts);
+  const frames: any[] = [];
+  const waiters: { pred: () => boolean; resolve: () => void }[] = [];
+  const check = () => {
+    for (const w of waiters.splice(0)) if (w.pred()) w.resolve(); else waiters.push(w);
+  };
+  const closed = new Promise<{ code: number; reason: string }>((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+  ws.on('message', (d) => {
+    frames.push(JSON.parse(d.toString()));
+    check();
+  });
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve());
+    ws.once('error', reject);
+    ws.once('close', () => resolve());
+  });
+  return {
+    ws,
+    frames,
+    closed,
+    messages: () => frames.filter((f) => f.type === 'message'),
+    until(pred: () => boolean) {
+      return new Promise<void>((resolve) => {
+        waiters.push({ pred, resolve });
+        check();
+      });
+    },
+    send: (frame: unknown) => ws.send(typeof frame === 'string' ? frame : JSON.stringify(frame)),
+  };
+}
+
+const msg = (topic: string, device: string, n: number) => createMsg({ device_id: device, n }, { key: device, meta: { kafka_topic: topic } });
+
+describe('websocket_server output', () => {
+  it('sends each message, tagged with its topic, to the clients subscribed to its topic and device', async () => {
+    const s = await start();
+    const all = await client(s.url);
+    const heat = await client(`${s.url}?topics=heatpump-realtime`);
+    const one = await client(`${s.url}?devices=device-002`);
+    await all.until(() => all.frames.some((f) => f.type === 'welcome'));
+    s.source.next(msg('heatpump-realtime', 'device-001', 1));
+    s.source.next(msg('energy-realtime', 'meter-001', 2));
+    s.source.next(msg('heatpump-realtime', 'device-002', 3));
+    await all.until(() => all.messages().length === 3);
+    await heat.until(() => heat.messages().length === 2);
+    await one.until(() => one.messages().length === 1);
+    expect(all.messages()[0]).toEqual({ type: 'message', topic: 'heatpump-realtime', device: 'device-001', data: { device_id: 'device-001', n: 1 } });
+    expect(heat.messages().map((f) => f.data.n)).toEqual([1, 3]);
+    expect(one.messages().map((f) => f.data.n)).toEqual([3]);
+    // Nothing more arrives for them: the last message was the 3rd; all three saw it in order.
+    expect(all.messages().map((f) => f.data.n)).toEqual([1, 2, 3]);
+    for (const c of [all, heat, one]) c.ws.close();
+  });
+
+  it('answers subscribe, ping, malformed frames and unknown topics, and keeps the client connected', async () => {
+    const s = await start();
+    const c = await client(s.url);
+    c.send({ type: 'subscribe', topics: ['energy-realtime'] });
+    c.send({ type: 'subscribe', topics: ['nope'] });
+    c.send('not json');
+    c.send({ type: 'dance' });
+    c.send({ type: 'ping' });
+    await c.until(() => c.frames.some((f) => f.type === 'pong'));
+    const replies = c.frames.filter((f) => f.type !== 'welcome');
+    expect(replies[0]).toEqual({ type: 'subscribed', topics: ['energy-realtime'], devices: 'all' });
+    expect(replies[1]).toEqual({ type: 'error', error: 'unknown topic nope; known: heatpump-realtime, energy-realtime' });
+    expect(replies[2].error).toMatch(/^malformed frame/);
+    expect(replies[3].error).toMatch(/unknown frame type "dance"/);
+    s.source.next(msg('heatpump-realtime', 'device-001', 1));
+    s.source.next(msg('energy-realtime', 'meter-001', 2));
+    await c.until(() => c.messages().length === 1);
+    expect(c.messages()[0].topic).toBe('energy-realtime');
+    expect(c.ws.readyState).toBe(WebSocket.OPEN);
+    c.ws.close();
+  });
+
+  it('refuses a client without the bearer token and accepts it in the header or the query', async () => {
+    const s = await start({ auth_token: 's3cret' });
+    const anon = await client(s.url);
+    expect(await anon.closed).toEqual({ code: 1008, reason: 'unauthorized: a bearer token is required' });
+    const header = await client(s.url, { headers: { authorization: 'Bearer s3cret' } });
+    const query = await client(`${s.url}?token=s3cret`);
+    s.source.next(msg('heatpump-realtime', 'device-001', 1));
+    await header.until(() => header.messages().length === 1);
+    await query.until(() => query.messages().length === 1);
+    header.ws.close();
+    query.ws.close();
+  });
+
+  it('disconnects a client that floods the server', async () => {
+    const s = await start({ max_client_messages: 5 });
+    const c = await client(s.url);
+    for (let i = 0; i < 10; i++) c.send({ type: 'ping' });
+    expect((await c.closed).code).toBe(1008);
+  });
+
+  it('disconnects a client that never reads, and the others still get every message', async () => {
+    const s = await start({ max_buffered_bytes: 64 * 1024 });
+    const reader = await client(s.url);
+    const stalled = await client(s.url);
+    // Stop reading from the socket: the server's send buffer for this client fills up.
+    (stalled.ws as unknown as { _socket: { pause(): void } })._socket.pause();
+    const big = 'x'.repeat(16 * 1024);
+    const n = 2000;
+    // Two messages at a time, the next two once the reader has them (a live stream, not a burst
+    // that would fill even a reading client's buffer in this single process).
+    for (let i = 0; i < n; i += 2) {
+      for (const k of [i, i + 1]) s.source.next(createMsg({ i: k, big }, { key: 'device-001', meta: { kafka_topic: 'heatpump-realtime' } }));
+      await reader.until(() => reader.messages().length === i + 2);
+    }
+    expect(reader.messages().map((f) => f.data.i)).toEqual(Array.from({ length: n }, (_, i) => i));
+    const slow = await s.ctx.metricsRegistry.registry.getSingleMetric('runner_websocket_slow_disconnects_total')!.get();
+    expect(slow.values.reduce((a, v) => a + v.value, 0)).toBe(1);
+    reader.ws.close();
+  });
+
+  it('passes every message on (done) whether or not anyone listens', async () => {
+    const s = await start();
+    for (let i = 0; i < 5; i++) s.source.next(msg('heatpump-realtime', 'device-001', i));
+    s.source.complete();
+    expect((await s.out).length).toBe(5);
+  });
+});
