@@ -1,0 +1,183 @@
+/**
+ * SQL of the `postgres_outbox` input (operators/postgres/outbox-input.ts): the startup check of a
+ * source's table, columns and column types, and the statements of one source (claim, follow-up
+ * rows, mark, failure bookkeeping, relay_state, statistics, cleanup). Kept apart from the
+ * operator so the statements can be read in one place.
+ */
+import { type Queryable, quoteIdent, quoteTable } from './pool.ts';
+
+export type MarkerType = 'timestamp' | 'boolean';
+
+export interface SourceColumns {
+  id: string;
+  aggregate_id: string;
+  aggregate_type: string;
+  event_type: string;
+  payload: string;
+  created_at: string;
+  /** '' = the table has none. */
+  correlation_id: string;
+  /** '' = the table has none. */
+  headers: string;
+}
+
+export interface SourceDef {
+  name: string;
+  table: string;
+  columns: SourceColumns;
+  marker: { column: string; type: MarkerType };
+}
+
+/** What the startup check learnt about a source's table. */
+export interface TableInfo {
+  /** format_type of the id column, for `= ANY($1::<type>[])` (keeps the primary key index usable). */
+  idType: string;
+  /** Whether the payload column holds text (json must be parsed and checked) rather than json/jsonb. */
+  payloadIsText: boolean;
+  payloadIsBytes: boolean;
+}
+
+const TIMESTAMP_TYPES = new Set(['timestamptz', 'timestamp']);
+const JSON_TYPES = new Set(['json', 'jsonb']);
+const TEXT_TYPES = new Set(['text', 'varchar', 'bpchar']);
+
+/**
+ * Check that the table exists with every configured column, and that the marker, payload,
+ * created_at and headers columns have usable types. Returns the table info, or a reason naming
+ * what is wrong (the schema, the table, the columns, or the column and its type).
+ */
+export async function checkSourceTable(db: Queryable, s: SourceDef): Promise<{ info: TableInfo } | { problem: string }> {
+  const parts = s.table.split('.');
+  const schema = parts.length > 1 ? parts[0]! : null;
+  if (schema) {
+    const { rows } = await db.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [schema]);
+    if (!rows.length) return { problem: `schema ${schema} of table ${s.table} does not exist` };
+  }
+  const { rows } = await db.query('SELECT to_regclass($1)::oid AS oid', [quoteTable(s.table)]);
+  const oid = rows[0]?.oid;
+  if (oid == null) return { problem: `table ${s.table} does not exist` };
+  const { rows: cols } = await db.query(
+    `SELECT a.attname, t.typname, format_type(a.atttypid, a.atttypmod) AS type
+       FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+      WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped`,
+    [oid],
+  );
+  const byName = new Map<string, { typname: string; type: string }>(cols.map((c: { attname: string; typname: string; type: string }) => [c.attname, c]));
+  const wanted = Object.entries(s.columns).filter(([, c]) => c !== '');
+  const missing = [...wanted.map(([, c]) => c), s.marker.column].filter((c) => !byName.has(c));
+  if (missing.length) return { problem: `table ${s.table} has no column ${[...new Set(missing)].join(', ')}` };
+  const typeOf = (c: string) => byName.get(c)!;
+  const m = typeOf(s.marker.column);
+  if (s.marker.type === 'timestamp' && !TIMESTAMP_TYPES.has(m.typname)) {
+    return { problem: `marker column ${s.table}.${s.marker.column} is ${m.type}, not a timestamp (NULL until published); set marker.type: boolean for a boolean column` };
+  }
+  if (s.marker.type === 'boolean' && m.typname !== 'bool') {
+    return { problem: `marker column ${s.table}.${s.marker.column} is ${m.type}, not boolean; set marker.type: timestamp for a timestamp column that is NULL until published` };
+  }
+  const created = typeOf(s.columns.created_at);
+  if (!TIMESTAMP_TYPES.has(created.typname)) return { problem: `column ${s.table}.${s.columns.created_at} (created_at) is ${created.type}, not a timestamp` };
+  const payload = typeOf(s.columns.payload);
+  if (!JSON_TYPES.has(payload.typname) && !TEXT_TYPES.has(payload.typname) && payload.typname !== 'bytea') {
+    return { problem: `column ${s.table}.${s.columns.payload} (payload) is ${payload.type}; use json, jsonb, text or bytea` };
+  }
+  if (s.columns.headers && !JSON_TYPES.has(typeOf(s.columns.headers).typname)) {
+    return { problem: `column ${s.table}.${s.columns.headers} (headers) is ${typeOf(s.columns.headers).type}; use json or jsonb (an object of header names to values)` };
+  }
+  return { info: { idType: typeOf(s.columns.id).type, payloadIsText: TEXT_TYPES.has(payload.typname), payloadIsBytes: payload.typname === 'bytea' } };
+}
+
+/** The statements of one source. `$1` is always the source name where the failures table is used. */
+export function sourceSql(s: SourceDef, info: TableInfo, tables: { failures: string; state: string }) {
+  const t = quoteTable(s.table);
+  const f = quoteTable(tables.failures);
+  const c = s.columns;
+  const q = quoteIdent;
+  const m = q(s.marker.column);
+  const unpublished = (a: string) => (s.marker.type === 'timestamp' ? `${a}.${m} IS NULL` : `NOT ${a}.${m}`);
+  const order = (a: string) => `${a}.${q(c.created_at)}, ${a}.${q(c.id)}`;
+  const select = (a: string) =>
+    [
+      `${a}.${q(c.id)}::text AS event_id`,
+      `${a}.${q(c.aggregate_id)}::text AS aggregate_id`,
+      `${a}.${q(c.aggregate_type)}::text AS aggregate_type`,
+      `${a}.${q(c.event_type)}::text AS event_type`,
+      `${a}.${q(c.payload)} AS payload`,
+      `${a}.${q(c.created_at)} AS created_at`,
+      c.correlation_id ? `${a}.${q(c.correlation_id)}::text AS correlation_id` : 'NULL::text AS correlation_id',
+      c.headers ? `${a}.${q(c.headers)} AS headers` : 'NULL::jsonb AS headers',
+      'coalesce(f.attempts, 0) AS attempts',
+    ].join(', ');
+  const deadLettered = (a: string, alias: string) =>
+    `EXISTS (SELECT 1 FROM ${f} ${alias} WHERE ${alias}.source = $1 AND ${alias}.event_id = ${a}.${q(c.id)}::text AND ${alias}.dead_lettered_at IS NOT NULL)`;
+  return {
+    /**
+     * The heads: for each aggregate its oldest unpublished event that is not dead-lettered, if
+     * that event is not waiting for a retry; oldest first; locked FOR UPDATE SKIP LOCKED. A head
+     * locked by another relay is skipped, and so is every later event of its aggregate (an
+     * earlier event of the aggregate is still unpublished): whoever holds the head row owns the
+     * aggregate until it commits. $1 source, $2 limit.
+     */
+    claimHeads: `SELECT ${select('r')}
+  FROM ${t} r
+  LEFT JOIN ${f} f ON f.source = $1 AND f.event_id = r.${q(c.id)}::text
+ WHERE ${unpublished('r')}
+   AND (f.event_id IS NULL OR (f.dead_lettered_at IS NULL AND (f.next_attempt_at IS NULL OR f.next_attempt_at <= now())))
+   AND NOT EXISTS (
+     SELECT 1 FROM ${t} p
+      WHERE p.${q(c.aggregate_id)} = r.${q(c.aggregate_id)} AND ${unpublished('p')}
+        AND (p.${q(c.created_at)}, p.${q(c.id)}) < (r.${q(c.created_at)}, r.${q(c.id)})
+        AND NOT ${deadLettered('p', 'd')})
+ ORDER BY ${order('r')}
+ LIMIT $2
+ FOR UPDATE OF r SKIP LOCKED`,
+    /** Unpublished events of aggregates this relay owns (their heads are locked by it), in order. $1 source, $2 aggregate ids, $3 limit. */
+    followers: `SELECT ${select('r')}, (f.next_attempt_at IS NOT NULL AND f.next_attempt_at > now()) AS waiting, (f.dead_lettered_at IS NOT NULL) AS dead
+  FROM ${t} r
+  LEFT JOIN ${f} f ON f.source = $1 AND f.event_id = r.${q(c.id)}::text
+ WHERE r.${q(c.aggregate_id)} = ANY($2) AND ${unpublished('r')}
+ ORDER BY ${order('r')}
+ LIMIT $3`,
+    /** $1 ids (as text). */
+    mark: `UPDATE ${t} SET ${m} = ${s.marker.type === 'timestamp' ? 'now()' : 'true'} WHERE ${q(c.id)} = ANY($1::text[]::${info.idType}[])`,
+    /** Attempts recorded so far. $1 source, $2 event ids. */
+    attempts: `SELECT event_id, attempts, last_error, last_error_code FROM ${f} WHERE source = $1 AND event_id = ANY($2::text[])`,
+    /** A failed attempt the relay saw itself (the message was nacked). $1 source, $2 event id, $3 error, $4 code. */
+    recordFailure: `INSERT INTO ${f} AS f (source, event_id, attempts, last_error, last_error_code) VALUES ($1, $2, 1, $3, $4)
+  ON CONFLICT (source, event_id) DO UPDATE SET attempts = f.attempts + 1, last_error = EXCLUDED.last_error, last_error_code = EXCLUDED.last_error_code, last_failed_at = now()
+  RETURNING attempts`,
+    /** $1 source, $2 event id, $3 retry delay in ms. */
+    scheduleRetry: `UPDATE ${f} SET next_attempt_at = now() + make_interval(secs => $3::float8 / 1000) WHERE source = $1 AND event_id = $2`,
+    /** $1 source, $2 event id. */
+    deadLetter: `UPDATE ${f} SET dead_lettered_at = now(), next_attempt_at = NULL WHERE source = $1 AND event_id = $2`,
+    /** $1 source. */
+    stats: `SELECT count(*)::bigint AS pending, extract(epoch FROM now() - min(r.${q(c.created_at)}))::float8 AS oldest_age
+  FROM ${t} r WHERE ${unpublished('r')} AND NOT ${deadLettered('r', 'd')}`,
+    /** Published rows older than $1 ms, at most $2 of them, skipping rows someone holds. */
+    cleanup: `DELETE FROM ${t} WHERE ctid = ANY(ARRAY(
+  SELECT ctid FROM ${t}
+   WHERE ${s.marker.type === 'timestamp' ? `${m} IS NOT NULL AND ${m}` : `${m} AND ${q(c.created_at)}`} < now() - make_interval(secs => $1::float8 / 1000)
+   LIMIT $2 FOR UPDATE SKIP LOCKED))`,
+    ...stateSql(tables.state),
+  };
+}
+
+export function stateSql(state: string) {
+  const st = state ? quoteTable(state) : '';
+  return {
+    /** $1 source, $2 events published in this transaction. */
+    statePublished: st
+      ? `INSERT INTO ${st} AS s (source, published_total, updated_at) VALUES ($1, $2, now())
+  ON CONFLICT (source) DO UPDATE SET published_total = s.published_total + EXCLUDED.published_total, updated_at = now()`
+      : '',
+    /** $1 source. */
+    statePolled: st
+      ? `INSERT INTO ${st} AS s (source, last_poll_at, updated_at) VALUES ($1, now(), now())
+  ON CONFLICT (source) DO UPDATE SET last_poll_at = now(), updated_at = now()`
+      : '',
+    /** $1 source, $2 error. */
+    stateError: st
+      ? `INSERT INTO ${st} AS s (source, last_error, updated_at) VALUES ($1, $2, now())
+  ON CONFLICT (source) DO UPDATE SET last_error = EXCLUDED.last_error, updated_at = now()`
+      : '',
+  };
+}
