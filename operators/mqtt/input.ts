@@ -54,7 +54,7 @@ const config = Obj({
     maximum: 65_535,
     default: 1000,
     description:
-      'Messages handed to the pipeline and not yet done, at most. With MQTT 5 it is sent to the broker as receive maximum, so the broker itself holds back further QoS 1/2 messages until earlier ones are acknowledged; should the broker send more anyway (Mosquitto 2.0.11 does under load), the input stops reading from the connection until there is room again. Otherwise (MQTT 3.1.1, or QoS 0) the input stops reading from the connection while this many are in flight; if that lasts longer than 1.5 keepalive intervals the connection times out and is made again (nothing is lost).',
+      'Messages handed to the pipeline and not yet done, at most. With MQTT 5 it is sent to the broker as receive maximum, so the broker itself holds back further QoS 1/2 messages until earlier ones are acknowledged; should the broker send more anyway (Mosquitto 2.0.11 does under load), the input stops reading from the connection after the first message beyond `max_in_flight` until there is room again. Otherwise (MQTT 3.1.1, or QoS 0) the input stops reading from the connection while this many are in flight; if that lasts longer than 1.5 keepalive intervals the connection times out and is made again (nothing is lost).',
   }),
 });
 

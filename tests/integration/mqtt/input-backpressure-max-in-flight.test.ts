@@ -5,6 +5,10 @@
  * 3.1.1: the broker sends up to its max_inflight_messages (100 in the stack) and the input stops
  * reading from the socket.
  *
+ * Mosquitto 2.0.11 keeps to an MQTT 5 receive maximum only until acknowledgements flow; after that it
+ * sends whatever is queued (bench/mqtt-bridge/receive-maximum-probe.ts). The input then stops
+ * reading as well, after the first message beyond max_in_flight.
+ *
  * "No more than 5" needs a point after which a 6th would have arrived: a second, unthrottled
  * subscriber receives all messages (the broker has dispatched every one of them), then makes a
  * round trip through the broker, and one more turn of the event loop lets anything the input's
@@ -61,5 +65,36 @@ describe.each([5, 4] as const)('mqtt input flow control, MQTT protocol version %
       m!.ack.done();
     }
     expect(got.map((m) => (m.value as { n: number }).n)).toEqual(Array.from({ length: N }, (_, n) => n));
+  });
+});
+
+describe('mqtt input flow control with a broker that overshoots the MQTT 5 receive maximum', () => {
+  it('has at most max_in_flight + 1 messages in progress while acknowledgements flow', async () => {
+    const topic = uniq('bp-over');
+    const clientId = uniq('bp-over-in');
+    sessions.push({ id: clientId, v: 5 });
+    const input = startInput({ client_id: clientId, topics: [topic], protocol_version: 5, max_in_flight: 5 });
+    running.push(input);
+    await input.ready();
+
+    const N = 300;
+    await Promise.all(Array.from({ length: N }, (_, n) => pub.publishAsync(topic, JSON.stringify({ n }), { qos: 1 })));
+    // Messages are done five at a time, so acknowledgements flow while the broker still queues many.
+    const got: number[] = [];
+    const open: { ack: { done(): void } }[] = [];
+    let done = 0;
+    let maxInProgress = 0;
+    while (done < N) {
+      const [m] = await input.msgs.next(1);
+      got.push((m!.value as { n: number }).n);
+      open.push(m!);
+      maxInProgress = Math.max(maxInProgress, input.msgs.all.length - done);
+      if (open.length === 5 || done + open.length === N) {
+        for (const o of open.splice(0)) o.ack.done();
+        done = got.length;
+      }
+    }
+    expect(maxInProgress).toBeLessThanOrEqual(6);
+    expect(got).toEqual(Array.from({ length: N }, (_, n) => n));
   });
 });
