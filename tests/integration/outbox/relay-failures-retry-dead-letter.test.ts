@@ -46,7 +46,7 @@ describe('postgres_outbox: events that cannot be published', () => {
     const afterBadJson = await insert('A', 'order.placed', '{"agg": "A", "seq": 2}');
     const unknownTopic = await insert('B', 'order.lost', '{"agg": "B", "seq": 1}');
     const afterUnknownTopic = await insert('B', 'order.placed', '{"agg": "B", "seq": 2}');
-    const others = [];
+    const others: string[] = [];
     for (let i = 1; i <= 3; i++) others.push(await insert('C', 'order.placed', JSON.stringify({ agg: 'C', seq: i }), { 'x-tenant': 't1' }));
 
     const c = await collector([topic]);
