@@ -17,6 +17,7 @@ import { kafka as kafkaInput } from './kafka/input.ts';
 import { kafka as kafkaOutput } from './kafka/output.ts';
 import { mqttInput } from './mqtt/input.ts';
 import { mqttOutput } from './mqtt/output.ts';
+import { postgresOutbox } from './postgres/outbox-input.ts';
 import { postgres } from './postgres/output.ts';
 import { schemaRegistryDecode } from './schema-registry/decode.ts';
 import { schemaRegistryEncode } from './schema-registry/encode.ts';
@@ -26,6 +27,7 @@ export const operators: AnyOperator[] = [
   generate,
   kafkaInput,
   mqttInput,
+  postgresOutbox,
   // processors
   validate,
   map,
