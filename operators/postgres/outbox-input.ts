@@ -614,7 +614,7 @@ export const postgresOutbox = defineInput({
                 log.info({ source: s.def.name, table: s.def.table, database: where }, 'outbox source ready');
                 return;
               }
-            } else reason = `${r.problem} at ${where}; run \`runner migrate\` or fix the pipeline`;
+            } else reason = `${r.problem} (database ${where}); run \`runner migrate\` or fix the pipeline`;
           } catch (err) {
             reason = `cannot check table ${s.def.table}: ${toRunnerError(err, `connecting to PostgreSQL at ${where}`).message}`;
           }
