@@ -44,9 +44,10 @@ export function createPool(url: string, max: number, onIdleError: (err: Error) =
  */
 export function copyTextValue(v: unknown): string {
   if (v === null || v === undefined) return '\\N';
+  // Numbers, bigints and booleans never contain a character COPY escapes.
+  if (typeof v === 'number' || typeof v === 'bigint' || typeof v === 'boolean') return String(v);
   let s: string;
   if (typeof v === 'string') s = v;
-  else if (typeof v === 'number' || typeof v === 'bigint' || typeof v === 'boolean') s = String(v);
   else if (Buffer.isBuffer(v) || v instanceof Uint8Array) s = `\\x${Buffer.from(v).toString('hex')}`;
   else if (v instanceof Date) s = v.toISOString();
   else s = JSON.stringify(v);
@@ -60,7 +61,11 @@ export function escapeCopyText(s: string): string {
 }
 
 /** One COPY text line (with its newline) for a row of values. */
-export const copyTextLine = (values: unknown[]): string => `${values.map(copyTextValue).join('\t')}\n`;
+export function copyTextLine(values: readonly unknown[]): string {
+  let line = values.length ? copyTextValue(values[0]) : '';
+  for (let i = 1; i < values.length; i++) line += `\t${copyTextValue(values[i])}`;
+  return `${line}\n`;
+}
 
 /** SQLSTATE of a pg error, if any. */
 export const sqlState = (err: unknown): string | undefined => {
