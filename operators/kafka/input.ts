@@ -23,6 +23,10 @@ const config = Obj({
       'Treat each entry of `topics` as a regular expression matched against the whole topic name (e.g. `homelab-.*-telemetry`), as Redpanda Connect does. The expressions are resolved against the cluster\'s topics when the consumer starts (a topic created later is read after a restart); until at least one topic matches, the input is not ready and says so.',
   }),
   consumer_group: Type.String({ minLength: 1, description: 'Consumer group id: offsets are committed for it, and pipelines with the same group share the partitions.' }),
+  replay: Duration(
+    'On start, each partition begins at the first message written within this long before now (offsets by timestamp), whatever offset the group committed and whatever `start_from` says; later rebalances keep the usual committed positions. For live fan-outs that want the recent past again after a restart, e.g. `1h` for a "last hour" view. 0: off.',
+    '0s',
+  ),
   start_from: Type.Union([Type.Literal('earliest'), Type.Literal('latest')], {
     default: 'earliest',
     description: 'Where a group without a committed offset starts reading a partition: its oldest message, or only messages written from now on.',
@@ -243,8 +247,38 @@ export const kafka = defineInput({
         return createMsg(null, { key, headers: headerStrings(m.headers), meta, ack });
       };
 
+      // Replay: partitions assigned for the first time wait (hand out nothing) until they have been
+      // moved to the offset of `replay` ago; nothing is tracked before that, so the tracker starts there.
+      const replayMs = parseDuration(cfg.replay);
+      const replayStarted = new Set<string>();
+      const replayPending = new Set<string>();
+      const replayTo = async (parts: { topic: string; partition: number }[]) => {
+        const since = Date.now() - replayMs;
+        const admin = client.admin();
+        try {
+          await admin.connect();
+          for (const topic of [...new Set(parts.map((p) => p.topic))]) {
+            const byTime = await admin.fetchTopicOffsetsByTimestamp(topic, since);
+            const ends = await admin.fetchTopicOffsets(topic);
+            for (const p of parts.filter((x) => x.topic === topic)) {
+              const at = byTime.find((o) => o.partition === p.partition)?.offset;
+              const offset = at === undefined || Number(at) < 0 ? (ends.find((o) => o.partition === p.partition)?.high ?? '0') : at;
+              quietly('seek', () => consumer.seek({ topic, partition: p.partition, offset: String(offset) }));
+              log.info({ topic, partition: p.partition, offset: Number(offset), since: new Date(since).toISOString() }, 'replaying from this offset');
+              replayPending.delete(partitionKey(topic, p.partition));
+            }
+          }
+        } catch (err) {
+          log.warn({ err: errorMessage(err) }, 'replay: cannot look up offsets by time; retrying');
+          later(backoffDelay(DEFAULT_BACKOFF, 1), () => void replayTo(parts.filter((p) => replayPending.has(partitionKey(p.topic, p.partition)))));
+        } finally {
+          await admin.disconnect().catch(() => undefined);
+        }
+      };
+
       const eachBatch = async ({ batch, resolveOffset, isRunning, isStale }: EachBatchPayload) => {
         const { topic, partition } = batch;
+        if (replayPending.has(partitionKey(topic, partition))) return;
         if (stopped || closed || subscriber.closed) {
           // A restarted consumer forgot the pause of stop(): pause again, hand out nothing.
           pause(topic, partition, 'full');
@@ -313,6 +347,14 @@ export const kafka = defineInput({
           pausedFor.delete(key);
           lastNack.delete(key);
           gauge.remove(labels(r.topic, r.partition));
+        }
+        if (replayMs > 0) {
+          const fresh = assigned.filter((p) => !replayStarted.has(partitionKey(p.topic, p.partition)));
+          for (const p of fresh) {
+            replayStarted.add(partitionKey(p.topic, p.partition));
+            replayPending.add(partitionKey(p.topic, p.partition));
+          }
+          if (fresh.length) void replayTo(fresh);
         }
         // A restarted consumer has a fresh pause state: apply ours again.
         if (stopped) pauseAll();

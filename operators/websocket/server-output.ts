@@ -40,6 +40,18 @@ const config = Obj({
     description: 'Messages a client may send per second (subscriptions, pings). A client that sends more is disconnected with close code 1008.',
   }),
   max_clients: Type.Integer({ minimum: 1, default: 10_000, description: 'Connections accepted at the same time; more are refused with close code 1013.' }),
+  recent: Obj(
+    {
+      path: Type.String({ default: '', pattern: '^(/.*)?$', description: 'HTTP path (GET) that answers with the messages of the last `window`, e.g. `/api/v1/heatpump/realtime/last-hour`. Empty: off.' }),
+      window: Duration('How far back `path` answers. Messages are kept in memory for this long (time: the Kafka timestamp `$meta.kafka_timestamp`, else when the message arrived).', '1h'),
+      max_messages: Type.Integer({ minimum: 1, default: 100_000, description: 'At most this many messages are kept (the oldest go first).' }),
+    },
+    {
+      default: { path: '', window: '1h', max_messages: 100_000 },
+      description:
+        'Recent messages over HTTP on the same port: `GET <path>?topic=<topic>&device=<device>` (both optional) answers `{"window": "1h", "messages": [{"topic", "device", "time", "data"}, ...]}`, oldest first; an unknown topic is a 400 with the reason. With the kafka input\'s `replay` set to the same window, a restarted pipeline has the last hour again at once.',
+    },
+  ),
   static_dir: Type.String({
     default: '',
     description: 'A folder of static files (a web dashboard) served at `/` on the same port, relative to the project folder. Empty: none.',
@@ -179,6 +191,38 @@ export const websocketServer = defineOutput({
         log.debug({ clients: clients.size }, 'websocket client connected');
       });
     });
+    // Recent messages, oldest first, dropped from the front once older than the window.
+    const windowMs = parseDuration(cfg.recent.window);
+    const recent: { topic: string; device: string | undefined; time: number; data: unknown }[] = [];
+    let recentHead = 0;
+    const trimRecent = (now: number) => {
+      while (recentHead < recent.length && (recent[recentHead]!.time < now - windowMs || recent.length - recentHead > cfg.recent.max_messages)) recentHead++;
+      if (recentHead > 4096 && recentHead * 2 > recent.length) {
+        recent.splice(0, recentHead);
+        recentHead = 0;
+      }
+    };
+    if (cfg.recent.path) {
+      app.get(cfg.recent.path, async (req, reply) => {
+        const q = req.query as Record<string, unknown>;
+        const topic = typeof q.topic === 'string' && q.topic ? q.topic : undefined;
+        const device = typeof q.device === 'string' && q.device ? q.device : undefined;
+        if (topic && unknownTopics([topic]).length) return reply.code(400).send({ error: `unknown topic ${topic}; known: ${cfg.topics.join(', ')}` });
+        if (cfg.auth_token) {
+          const header = req.headers.authorization ?? '';
+          const token = header.startsWith('Bearer ') ? header.slice(7) : typeof q.token === 'string' ? q.token : '';
+          if (token !== cfg.auth_token) return reply.code(401).send({ error: 'unauthorized: a bearer token is required' });
+        }
+        trimRecent(Date.now());
+        const messages = [];
+        for (let i = recentHead; i < recent.length; i++) {
+          const r = recent[i]!;
+          if ((topic && r.topic !== topic) || (device && r.device !== device)) continue;
+          messages.push({ topic: r.topic, device: r.device, time: new Date(r.time).toISOString(), data: r.data });
+        }
+        return { window: cfg.recent.window, messages };
+      });
+    }
     if (cfg.static_dir) {
       const root = isAbsolute(cfg.static_dir) ? cfg.static_dir : join(ctx.rootDir, cfg.static_dir);
       if (!existsSync(root)) log.error({ static_dir: root }, 'static_dir does not exist; nothing is served at /');
@@ -233,6 +277,12 @@ export const websocketServer = defineOutput({
       }
       const device = rawDevice === undefined || rawDevice === null ? undefined : String(rawDevice);
       m.broadcast.inc(labels);
+      if (cfg.recent.path) {
+        const now = Date.now();
+        const ts = Number(msg.meta.kafka_timestamp);
+        recent.push({ topic, device, time: Number.isFinite(ts) && ts > 0 ? ts : now, data: msg.value });
+        trimRecent(now);
+      }
       if (!clients.size || closing) return msg;
       let frame: string | null = null;
       for (const c of clients) {

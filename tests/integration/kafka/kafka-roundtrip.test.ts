@@ -182,6 +182,25 @@ describe('kafka output -> kafka input', () => {
     await input.stop();
   });
 
+  it('with replay starts each partition at the messages of the last period, even past committed offsets', async () => {
+    const topic = await newTopic('replay', 2);
+    const old = String(Date.now() - 2 * 3600_000);
+    await producer.send({ topic, acks: -1, messages: [0, 1].map((p) => ({ partition: p, value: JSON.stringify({ n: `old-${p}` }), timestamp: old })) });
+    await producer.send({ topic, acks: -1, messages: [0, 1, 0].map((p, i) => ({ partition: p, value: JSON.stringify({ n: `new-${i}` }) })) });
+    const group = `it-replay-${runId}`;
+    // A first run reads everything and commits it all.
+    const first = read({ topics: [topic], consumer_group: group, start_from: 'earliest' }, (m) => m.ack.done());
+    await first.until(5);
+    await first.stop();
+    expect(Object.values(await committed(group, topic)).map(Number).reduce((a, b) => a + b, 0)).toBe(5);
+
+    // Started again with replay 1h: the three recent messages again, not the old ones.
+    const again = read({ topics: [topic], consumer_group: group, replay: '1h' }, (m) => m.ack.done());
+    await again.until(3);
+    expect(again.received.map((m) => (m.value as { n: string }).n).sort()).toEqual(['new-0', 'new-1', 'new-2']);
+    await again.stop();
+  });
+
   it('commits only over acked messages: after acking the first k of n, the group resumes at k', async () => {
     const topic = await newTopic('commit-after-ack');
     await produceRaw(topic, Array.from({ length: 10 }, (_, i) => JSON.stringify({ i })));

@@ -169,6 +169,28 @@ describe('websocket_server output', () => {
     reader.ws.close();
   });
 
+  it('answers the messages of the last window over HTTP, by topic and device, oldest first', async () => {
+    const s = await start({ recent: { path: '/recent', window: '1h', max_messages: 100 } });
+    const at = (minutesAgo: number) => Date.now() - minutesAgo * 60_000;
+    const fed = [
+      createMsg({ n: 'too-old' }, { key: 'device-001', meta: { kafka_topic: 'heatpump-realtime', kafka_timestamp: at(61) } }),
+      createMsg({ n: 'a' }, { key: 'device-001', meta: { kafka_topic: 'heatpump-realtime', kafka_timestamp: at(30) } }),
+      createMsg({ n: 'b' }, { key: 'meter-001', meta: { kafka_topic: 'energy-realtime', kafka_timestamp: at(20) } }),
+      createMsg({ n: 'c' }, { key: 'device-002', meta: { kafka_topic: 'heatpump-realtime', kafka_timestamp: at(10) } }),
+    ];
+    for (const m of fed) s.source.next(m);
+    const base = s.url.replace(/^ws/, 'http').replace(/\/ws$/, '/recent');
+    const get = async (q = '') => {
+      const res = await fetch(`${base}${q}`);
+      return { status: res.status, body: (await res.json()) as { messages?: { data: { n: string } }[]; error?: string } };
+    };
+    await expect.poll(async () => (await get()).body.messages?.length).toBe(3);
+    expect((await get()).body.messages!.map((m) => m.data.n)).toEqual(['a', 'b', 'c']);
+    expect((await get('?topic=heatpump-realtime')).body.messages!.map((m) => m.data.n)).toEqual(['a', 'c']);
+    expect((await get('?topic=heatpump-realtime&device=device-002')).body.messages!.map((m) => m.data.n)).toEqual(['c']);
+    expect(await get('?topic=nope')).toEqual({ status: 400, body: { error: 'unknown topic nope; known: heatpump-realtime, energy-realtime' } });
+  });
+
   it('passes every message on (done) whether or not anyone listens', async () => {
     const s = await start();
     for (let i = 0; i < 5; i++) s.source.next(msg('heatpump-realtime', 'device-001', i));
