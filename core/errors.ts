@@ -13,6 +13,7 @@ export const ERROR_CODES = {
   AUTH_FAILED: 'a server refused the credentials or the operation is not authorised',
   WRITE_FAILED: 'a write was not acknowledged by the server; retried with backoff',
   WRITE_REJECTED: 'the server rejected the message itself (too large, unknown topic, constraint); it goes to the dead-letter output',
+  NOT_FOUND: 'a row or resource the message refers to does not exist (e.g. an unknown device); it goes to the dead-letter output',
   SHUTDOWN_TIMEOUT: 'in-flight messages could not be drained within shutdown_timeout',
   INTERNAL: 'a bug in the runner; please report it',
 } as const;
