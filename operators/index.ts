@@ -7,6 +7,8 @@ import { OperatorRegistry } from '../core/registry.ts';
 import { drop } from './core/drop.ts';
 import { filter } from './core/filter.ts';
 import { generate } from './core/generate.ts';
+import { httpResponse } from './http/response-output.ts';
+import { httpServer } from './http/server-input.ts';
 import { log } from './core/log.ts';
 import { map } from './core/map.ts';
 import { stdout } from './core/stdout.ts';
@@ -19,6 +21,7 @@ import { mqttInput } from './mqtt/input.ts';
 import { mqttOutput } from './mqtt/output.ts';
 import { postgresOutbox } from './postgres/outbox-input.ts';
 import { postgres } from './postgres/output.ts';
+import { postgresQuery } from './postgres/query-processor.ts';
 import { schemaRegistryDecode } from './schema-registry/decode.ts';
 import { schemaRegistryEncode } from './schema-registry/encode.ts';
 
@@ -27,6 +30,7 @@ export const operators: AnyOperator[] = [
   generate,
   kafkaInput,
   mqttInput,
+  httpServer,
   postgresOutbox,
   // processors
   validate,
@@ -35,6 +39,7 @@ export const operators: AnyOperator[] = [
   log,
   schemaRegistryEncode,
   schemaRegistryDecode,
+  postgresQuery,
   // outputs
   stdout,
   drop,
@@ -42,6 +47,7 @@ export const operators: AnyOperator[] = [
   mqttOutput,
   postgres,
   switchOutput,
+  httpResponse,
   websocketServer,
 ];
 

@@ -1,0 +1,343 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { Type } from '@sinclair/typebox';
+import type pg from 'pg';
+import { EMPTY, catchError, defer, from, mergeMap } from 'rxjs';
+import { RunnerError, errorMessage } from '../../core/errors.ts';
+import { type Expression, type Template, compileExpression, compileTemplate } from '../../core/expression.ts';
+import { type Msg, withValue } from '../../core/message.ts';
+import { type LintIssue, defineProcessor } from '../../core/operator.ts';
+import { DEFAULT_BACKOFF, backoffDelay, retryWithBackoff } from '../../core/retry.ts';
+import { Expr, Obj, OnInvalid, Template as TemplateField } from '../../core/schema.ts';
+import { sleeper } from '../../core/timers.ts';
+import { assertMigrated } from './migrate.ts';
+import { createPool, describeTarget, isRowError, safeUrl, toRunnerError } from './pool.ts';
+
+const config = Obj({
+  url: Type.String({
+    minLength: 1,
+    description:
+      'Connection URL, `postgres://user:password@host:5432/database` (use `${DATABASE_URL}` or `${PGPASSWORD}` parts from the environment). The password is never logged or shown.',
+  }),
+  check: Expr('JSONata condition: only messages for which it is true run the statements; the others pass unchanged. The default `true` runs them for every message.', 'true'),
+  statements: Type.Array(
+    Obj({
+      sql: Type.String({
+        minLength: 1,
+        description: 'One SQL statement with placeholders `$1`, `$2`, ... for the arguments (never put message data into the SQL text itself).',
+      }),
+      args: Type.Array(Expr('JSONata expression for one argument.'), {
+        default: [],
+        description:
+          'One JSONata expression per placeholder, in order (`$1` is the first), evaluated against the message with `$meta`, `$key`, `$headers` and `$results` (the results of the earlier statements of this message) bound. null or nothing is SQL NULL; an object is sent as JSON text (cast it: `$2::jsonb`); an array as a PostgreSQL array (`$3::text[]`; for a JSON array use `$string(...)`); numbers, strings and booleans as text PostgreSQL converts to the parameter type.',
+      }),
+      result: Type.String({
+        pattern: '^([a-z_][a-z0-9_]*)?$',
+        default: '',
+        description:
+          'Name under which the rows this statement returns (SELECT, or RETURNING) are kept in `$results`: an array of row objects, or with `expect: one` the row object itself. Empty (the default): not kept. Timestamps become ISO 8601 text; other types are as node-postgres gives them (bigint and numeric as text: cast to float8 or int, or build jsonb in SQL).',
+      }),
+      expect: Type.Union([Type.Literal('any'), Type.Literal('one'), Type.Literal('none')], {
+        default: 'any',
+        description:
+          'Rows the statement must return or affect. `any` (the default): no check. `one`: exactly one; none rolls the transaction back and rejects the message with code NOT_FOUND and the reason `not_found`; more than one rejects it with WRITE_REJECTED. `none`: no row; any row rejects the message with WRITE_REJECTED (e.g. a guard `SELECT ... WHERE <conflict>`).',
+      }),
+      not_found: TemplateField('The rejection reason when `expect: one` finds no row (the `dlq_error` of the dead letter), e.g. `device ${! $meta.device_id } not found`.', 'no matching row'),
+    }),
+    { minItems: 1, description: 'Statements run in order, all of one message in ONE transaction (BEGIN ... COMMIT); the first one that fails rolls back all of them.' },
+  ),
+  result_map: Expr(
+    'JSONata expression for the message value after the transaction, evaluated against the message as it came in with `$results` bound (one field per statement `result`), e.g. `$merge([$results.settings, {"outbox_id": $results.outbox.id}])`. The default `$results` makes the value the results object; `$` keeps the value.',
+    '$results',
+  ),
+  migrations: Type.String({
+    default: '',
+    pattern: '^([a-z0-9_]+)?$',
+    description:
+      'Folder of `migrations/` this database must be migrated to, e.g. `heatpump_settings`. When set, the processor checks `schema_migrations` at startup and is not ready (and runs nothing) while a migration of that folder is pending; the reason says to run `runner migrate --database <folder>`. Empty: only a connection check.',
+  }),
+  max_in_flight: Type.Integer({
+    minimum: 1,
+    default: 1,
+    description: 'Messages processed at the same time, each in its own transaction and connection (the pool size). With 1 (the default) messages run one after another, in order; with more they may finish out of order.',
+  }),
+  max_retries: Type.Integer({
+    minimum: 0,
+    default: 0,
+    description:
+      'Attempts after the first for a transaction that fails for a reason retrying can help (connection refused or lost, serialization failure, deadlock, anything that is not a data error), with exponential backoff. 0 (the default): retry forever, nothing is ever given up. More: the message is then rejected with the last error (CONNECTION_FAILED or WRITE_FAILED), e.g. for an HTTP API that should answer 503 rather than wait.',
+  }),
+  on_invalid: OnInvalid(),
+});
+
+type Cfg = typeof config.static;
+
+/** Placeholder numbers used by a statement ($1, $2, ...), outside quoted strings and comments. */
+export function placeholders(sql: string): number[] {
+  const stripped = sql
+    .replace(/'(?:[^']|'')*'/g, "''")
+    .replace(/"(?:[^"]|"")*"/g, '""')
+    .replace(/--[^\n]*/g, '')
+    .replace(/\/\*[\s\S]*?\*\//g, '')
+    .replace(/\$([A-Za-z_][A-Za-z0-9_]*)?\$[\s\S]*?\$\1\$/g, '');
+  return [...new Set([...stripped.matchAll(/\$(\d+)/g)].map((m) => Number(m[1])))].sort((a, b) => a - b);
+}
+
+function lintConfig(cfg: Cfg, schemasDir: string): LintIssue[] {
+  const issues: LintIssue[] = [];
+  if (!/^postgres(ql)?:\/\//.test(cfg.url) && !cfg.url.includes('${')) issues.push({ path: ['url'], message: 'the url must start with postgres:// or postgresql://' });
+  if (cfg.migrations && !existsSync(join(schemasDir, '..', 'migrations', cfg.migrations))) issues.push({ path: ['migrations'], message: `there is no folder migrations/${cfg.migrations}` });
+  const results = new Map<string, number>();
+  cfg.statements.forEach((s, i) => {
+    const used = placeholders(s.sql);
+    const max = used.length ? used[used.length - 1]! : 0;
+    if (max !== s.args.length) {
+      issues.push({ path: ['statements', i, 'args'], message: `the statement uses ${max ? `placeholders up to $${max}` : 'no placeholder'} but has ${s.args.length} args; give one arg per placeholder` });
+    } else if (used.length !== max) {
+      const missing = Array.from({ length: max }, (_, k) => k + 1).filter((n) => !used.includes(n));
+      issues.push({ path: ['statements', i, 'sql'], message: `placeholder ${missing.map((n) => `$${n}`).join(', ')} is not used; PostgreSQL cannot tell its type` });
+    }
+    if (s.result) {
+      if (results.has(s.result)) issues.push({ path: ['statements', i, 'result'], message: `result ${s.result} is also stored by statements.${results.get(s.result)}` });
+      results.set(s.result, i);
+    }
+    if (s.expect === 'none' && s.result) issues.push({ path: ['statements', i, 'result'], message: 'a statement with expect: none returns no rows to keep' });
+  });
+  return issues;
+}
+
+/** Argument values for node-postgres. */
+function toParam(v: unknown): unknown {
+  if (v === undefined || v === null) return null;
+  if (Buffer.isBuffer(v) || Array.isArray(v) || typeof v !== 'object') return v;
+  return JSON.stringify(v);
+}
+
+/** Rows as plain JSON-friendly objects: timestamps as ISO text. */
+function plainRow(row: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(row)) out[k] = v instanceof Date ? v.toISOString() : v;
+  return out;
+}
+
+/** An error that rolls back the transaction and rejects the message without a retry. */
+class Abort extends Error {
+  constructor(readonly error: RunnerError) {
+    super(error.message);
+  }
+}
+
+export const postgresQuery = defineProcessor({
+  spec: {
+    name: 'postgres',
+    kind: 'processor',
+    summary: 'Runs SQL statements with arguments from each message in one transaction per message; the rows they return become part of the message.',
+    description: [
+      'Like `sql_raw` of Redpanda Connect, with several statements in one transaction: for each message (for which `check` is true) the processor takes a connection, runs `BEGIN`, each of `statements` in order with its `args` evaluated against the message, and `COMMIT`. Rows a statement returns are kept under its `result` name in `$results`, which later statements\' args and the final `result_map` can use (e.g. the id an `INSERT ... RETURNING id` produced). After COMMIT the message value becomes `result_map` and the message goes on.',
+      '',
+      'Rejections (the transaction is rolled back, nothing of it remains, and the message goes to the dead-letter output with the reason): a statement with `expect: one` that finds no row (code NOT_FOUND, reason `not_found`), or that finds several, or a statement with `expect: none` that finds some (WRITE_REJECTED); a data error or constraint violation (SQLSTATE class 22 or 23: a CHECK, a foreign key, a unique key, a value out of range) with PostgreSQL\'s message, SQLSTATE and detail (WRITE_REJECTED); an arg or `result_map` expression that fails (EXPRESSION_FAILED).',
+      '',
+      'Every other error (connection refused or lost, server shutting down, serialization failure, deadlock, a table that does not exist yet) rolls back and runs the whole transaction again with exponential backoff: forever by default, or `max_retries` times, after which the message is rejected with the last error. Meanwhile the processor is not ready and says why.',
+      '',
+      'Concurrency: with `max_in_flight` above 1, transactions of different messages run at the same time under READ COMMITTED; lock the rows you change (an `UPDATE` or `SELECT ... FOR UPDATE` as the first statement) to serialise messages that touch the same rows.',
+      '',
+      'At startup the processor connects (and with `migrations` checks that the database is migrated) before it runs anything; until then it is not ready and messages wait.',
+    ].join('\n'),
+    config,
+    examples: [
+      {
+        title: 'Look up a row; a missing one is rejected as NOT_FOUND',
+        config: [
+          'url: ${HEATPUMP_SETTINGS_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/heatpump_settings}',
+          'statements:',
+          '  - sql: SELECT device_id, mode FROM settings WHERE device_id = $1',
+          '    args: [$meta.device_id]',
+          '    expect: one',
+          "    not_found: 'device ${! $meta.device_id } not found'",
+          '    result: settings',
+          'result_map: $results.settings',
+        ].join('\n'),
+      },
+      {
+        title: 'Change a row and queue a command in one transaction',
+        config: [
+          'url: ${HEATPUMP_SETTINGS_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/heatpump_settings}',
+          'check: $meta.http_method = "PATCH"',
+          'statements:',
+          '  - sql: UPDATE settings SET mode = $2, updated_at = now() WHERE device_id = $1 RETURNING device_id, mode',
+          '    args: [$meta.device_id, mode]',
+          '    expect: one',
+          '    result: settings',
+          "  - sql: INSERT INTO outbox (aggregate_id, payload) VALUES ($1, $2::jsonb) RETURNING id::float8 AS id, status",
+          "    args: [$meta.device_id, '{\"settings\": $}']",
+          '    expect: one',
+          '    result: outbox',
+          "result_map: '$merge([$results.settings, {\"outbox_id\": $results.outbox.id}])'",
+          'max_retries: 3',
+        ].join('\n'),
+      },
+    ],
+    delivery:
+      'At-least-once: a message goes on only after COMMIT. If the connection is lost during COMMIT the outcome is unknown and the transaction runs again, so make the statements idempotent where a repeat matters (ON CONFLICT, conditions on the current state). A rejected message leaves nothing in the database. With max_retries above 0 a message can be rejected because the database stayed away; it is not dropped (it goes to the dead-letter output).',
+    rejects: true,
+    lint: (cfg, lctx) => lintConfig(cfg, lctx.schemasDir),
+  },
+  create(cfg, ctx) {
+    const problems = lintConfig(cfg, join(ctx.rootDir, 'schemas'));
+    if (problems.length) throw new RunnerError('CONFIG_INVALID', problems.map((p) => `${p.path.join('.')}: ${p.message}`).join('; '));
+    const log = ctx.logger;
+    const where = describeTarget(cfg.url);
+    const check: Expression | null = cfg.check.trim() === 'true' ? null : compileExpression(cfg.check);
+    const statements = cfg.statements.map((s) => ({
+      ...s,
+      args: s.args.map((a) => compileExpression(a)),
+      notFound: compileTemplate(s.not_found) as Template,
+    }));
+    const resultMap: Expression | null = cfg.result_map.trim() === '$' ? null : compileExpression(cfg.result_map);
+    const pool = createPool(cfg.url, cfg.max_in_flight, (err) => log.warn({ err: safeUrl(errorMessage(err)) }, 'idle PostgreSQL connection failed'));
+    const { sleep, cancelAll } = sleeper(ctx.scheduler);
+    let closed = false;
+
+    let ready: { ok: boolean; reason?: string } | null = null;
+    const setReady = (ok: boolean, reason?: string) => {
+      if (ready && ready.ok === ok && ready.reason === reason) return;
+      ready = { ok, reason };
+      ctx.setReady(ok, reason);
+    };
+    setReady(false, `connecting to PostgreSQL at ${where}`);
+
+    // Startup check: nothing runs before the database answers (and is migrated, with `migrations`).
+    // Until it passes, a message's attempt fails with the reason (retryable), so that it waits
+    // with backoff, or is rejected after max_retries.
+    let checked = false;
+    let notReadyReason = `connecting to PostgreSQL at ${where}`;
+    let firstAttemptDone: () => void = () => undefined;
+    const firstAttempt = new Promise<void>((resolve) => (firstAttemptDone = resolve));
+    void (async () => {
+      let lastReason = '';
+      for (let attempt = 1; !closed; attempt++) {
+        let reason: string;
+        try {
+          if (cfg.migrations) await assertMigrated(pool, cfg.migrations);
+          else await pool.query('SELECT 1');
+          checked = true;
+          setReady(true);
+          log.info({ database: where }, 'postgres processor ready');
+          firstAttemptDone();
+          return;
+        } catch (err) {
+          reason = err instanceof RunnerError && err.code === 'CONFIG_INVALID' ? err.message : `cannot reach PostgreSQL: ${toRunnerError(err, `connecting to PostgreSQL at ${where}`).message}`;
+        }
+        if (closed) return;
+        notReadyReason = reason;
+        setReady(false, reason);
+        firstAttemptDone();
+        if (reason !== lastReason) log.error({ database: where }, reason);
+        lastReason = reason;
+        await sleep(backoffDelay(DEFAULT_BACKOFF, attempt));
+      }
+    })();
+
+    /** One transaction for one message; resolves with the new value. */
+    const runOnce = async (msg: Msg): Promise<unknown> => {
+      if (closed) throw new RunnerError('WRITE_FAILED', 'the postgres processor is closed', { retryable: true });
+      if (!checked) await firstAttempt;
+      if (!checked) throw new RunnerError('CONNECTION_FAILED', `the postgres processor is not ready: ${notReadyReason}`, { retryable: true });
+      let client: pg.PoolClient;
+      try {
+        client = await pool.connect();
+      } catch (err) {
+        throw toRunnerError(err, `connecting to PostgreSQL at ${where}`);
+      }
+      let discard = false;
+      const results: Record<string, unknown> = {};
+      let current = 0;
+      try {
+        await client.query('BEGIN');
+        for (const [i, s] of statements.entries()) {
+          current = i;
+          const values: unknown[] = [];
+          for (const a of s.args) {
+            try {
+              values.push(toParam(await a.evaluate(msg, { results })));
+            } catch (err) {
+              throw new Abort(err instanceof RunnerError ? err : new RunnerError('EXPRESSION_FAILED', errorMessage(err), { cause: err }));
+            }
+          }
+          const res = await client.query(s.sql, values);
+          const count = res.rows.length || res.rowCount || 0;
+          if (s.expect === 'one' && count === 0) throw new Abort(new RunnerError('NOT_FOUND', await s.notFound.evaluate(msg, { results }).catch(() => s.not_found)));
+          if (s.expect === 'one' && count > 1) throw new Abort(new RunnerError('WRITE_REJECTED', `statements.${i} returned ${count} rows; expect: one allows exactly one`));
+          if (s.expect === 'none' && count > 0) throw new Abort(new RunnerError('WRITE_REJECTED', `statements.${i} returned or changed ${count} rows; expect: none allows none`));
+          if (s.result) {
+            const rows = res.rows.map(plainRow);
+            results[s.result] = s.expect === 'one' ? rows[0] : rows;
+          }
+        }
+        let value: unknown = msg.value;
+        if (resultMap) {
+          try {
+            value = await resultMap.evaluate(msg, { results });
+          } catch (err) {
+            throw new Abort(err instanceof RunnerError ? err : new RunnerError('EXPRESSION_FAILED', errorMessage(err), { cause: err }));
+          }
+          if (value === undefined) throw new Abort(new RunnerError('EXPRESSION_FAILED', `result_map ${JSON.stringify(cfg.result_map)} produced no value`));
+        }
+        await client.query('COMMIT');
+        return value;
+      } catch (err) {
+        // A rejection or a bad row leaves a healthy connection: roll back and reuse it. Anything else: drop it.
+        discard = !(err instanceof Abort || isRowError(err));
+        if (!discard) await client.query('ROLLBACK').catch(() => (discard = true));
+        if (err instanceof Abort) throw err.error;
+        const e = toRunnerError(err, `running statements.${current}`);
+        throw isRowError(err) ? new RunnerError('WRITE_REJECTED', `statements.${current}: ${e.message}`, { cause: err }) : e;
+      } finally {
+        client.release(discard);
+      }
+    };
+
+    const process$ = (msg: Msg) =>
+      defer(() => from(runOnce(msg))).pipe(
+        retryWithBackoff({
+          scheduler: ctx.scheduler,
+          maxRetries: cfg.max_retries > 0 ? cfg.max_retries : undefined,
+          onRetry: (err, attempt, delayMs) => {
+            ctx.metrics.error('query');
+            const reason = errorMessage(err);
+            if (checked) setReady(false, `PostgreSQL transaction fails, retrying: ${reason}`);
+            log.warn({ err: reason, attempt, retryInMs: delayMs }, 'postgres transaction failed; retrying');
+          },
+        }),
+        mergeMap((value) => {
+          if (checked) setReady(true);
+          return [withValue(msg, value)];
+        }),
+        catchError((err) => {
+          ctx.metrics.error('rejected');
+          ctx.reject(msg, err);
+          return EMPTY;
+        }),
+      );
+
+    ctx.onClose(async () => {
+      closed = true;
+      cancelAll();
+      await pool.end().catch((err) => log.warn({ err: safeUrl(errorMessage(err)) }, 'closing the PostgreSQL pool failed'));
+    });
+
+    return (source) =>
+      source.pipe(
+        mergeMap((msg) => {
+          if (!check) return process$(msg);
+          return defer(() => from(check.evaluate(msg))).pipe(
+            mergeMap((ok) => (ok === true ? process$(msg) : [msg])),
+            catchError((err) => {
+              ctx.reject(msg, err);
+              return EMPTY;
+            }),
+          );
+        }, cfg.max_in_flight),
+      );
+  },
+});
