@@ -56,7 +56,7 @@ const config = Obj({
   max_in_flight: Type.Integer({
     minimum: 1,
     default: 1000,
-    description: 'Requests in the pipeline at the same time, at most; a request beyond that gets 503 at once (with `Retry-After: 1`).',
+    description: 'Messages in the pipeline at the same time, at most (a message counts until it is done or failed, also after its request was answered with 504); a request beyond that gets 503 at once (with `Retry-After: 1`).',
   }),
   openapi: Obj(
     {
@@ -196,6 +196,8 @@ export const httpServer = defineInput({
     let stopping = false;
     /** Requests in the pipeline, with the way to answer each. */
     const inFlight = new Map<string, (res: HttpAnswer) => boolean>();
+    /** Messages handed to the pipeline and not settled (done or failed) yet. */
+    let unsettled = 0;
 
     ctx.setReady(false, `starting the HTTP server on ${cfg.address}:${cfg.port}`);
 
@@ -275,7 +277,9 @@ export const httpServer = defineInput({
               sendAnswer(reply, { status: 503, headers: { 'retry-after': '1', connection: 'close' }, body: errorBody('the server is shutting down; try again', id) });
               return;
             }
-            if (inFlight.size >= cfg.max_in_flight) {
+            // Counted until the message settles, not until it is answered: a request answered
+            // with 504 still occupies the pipeline.
+            if (unsettled >= cfg.max_in_flight) {
               ctx.metrics.discarded('too_many_requests');
               sendAnswer(reply, { status: 503, headers: { 'retry-after': '1' }, body: errorBody(`more than ${cfg.max_in_flight} requests in progress; try again`, id) });
               return;
@@ -299,7 +303,9 @@ export const httpServer = defineInput({
               answer({ status: 504, headers: {}, body: errorBody(`the request was not answered within ${cfg.timeout}`, id) });
             }, timeoutMs);
 
+            unsettled++;
             const ack = ackHandle((outcome) => {
+              unsettled--;
               if (!inFlight.has(id)) return;
               if (outcome.ok) {
                 answer({ status: 204, headers: {}, body: undefined });

@@ -200,7 +200,7 @@ describe('http_server input', () => {
     expect((await dropped).status).toBe(204);
   });
 
-  it('answers 503 beyond max_in_flight', async () => {
+  it('answers 503 beyond max_in_flight messages not yet settled', async () => {
     const s = await start({ max_in_flight: 1 });
     const first = call(s.base, 'GET', '/api/v1/items/1');
     const msg = await s.next();
@@ -209,6 +209,12 @@ describe('http_server input', () => {
     expect(second.headers.get('retry-after')).toBe('1');
     await respond([msg]);
     expect((await first).status).toBe(200);
+    // Answered is not finished: the message still counts until its ack settles.
+    expect((await call(s.base, 'GET', '/api/v1/items/3')).status).toBe(503);
+    msg.ack.done();
+    const third = call(s.base, 'GET', '/api/v1/items/3');
+    await respond([await s.next()]);
+    expect((await third).status).toBe(200);
   });
 
   it('serves the OpenAPI document (YAML files are served as JSON)', async () => {
