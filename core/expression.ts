@@ -14,10 +14,13 @@
 import { randomUUID } from 'node:crypto';
 import jsonata from 'jsonata';
 import { RunnerError, errorMessage } from './errors.ts';
+import { SLOW, compileAst } from './expression-compile.ts';
 import type { Msg } from './message.ts';
 
 export interface Expression {
   source: string;
+  /** Evaluated without JSONata where it can be (core/expression-compile.ts); false: always JSONata. */
+  direct: boolean;
   evaluate(msg: Pick<Msg, 'value' | 'meta' | 'headers' | 'key'>, extra?: Record<string, unknown>): Promise<unknown>;
 }
 
@@ -40,54 +43,28 @@ export function compileExpression(source: string): Expression {
     throw new ExpressionSyntaxError(`invalid expression: ${e.message ?? String(err)}`, Math.max(0, (e.position ?? 1) - 1));
   }
   compiled.registerFunction('uuid', () => randomUUID(), '<:s>');
-  const fast = fastPath(source);
+  const direct = compileAst(compiled.ast() as never);
+  const fail = (err: unknown) => new RunnerError('EXPRESSION_FAILED', `expression ${JSON.stringify(source)} failed: ${errorMessage(err)}`, { cause: err });
+  const viaJsonata = async (msg: Pick<Msg, 'value' | 'meta' | 'headers' | 'key'>, extra: Record<string, unknown>) => {
+    try {
+      return normalise(await compiled.evaluate(msg.value, { meta: msg.meta, headers: msg.headers, key: msg.key, ...extra }));
+    } catch (err) {
+      throw fail(err);
+    }
+  };
   return {
     source,
-    async evaluate(msg, extra = {}) {
-      if (fast) {
-        const v = fast(msg);
-        if (v !== SLOW) return v;
+    direct: direct !== null,
+    evaluate(msg, extra = {}) {
+      if (direct) {
+        try {
+          return Promise.resolve(normalise(direct({ value: msg.value, meta: msg.meta, headers: msg.headers, key: msg.key, extra })));
+        } catch (err) {
+          if (err !== SLOW) return Promise.reject(fail(err));
+        }
       }
-      try {
-        const result = await compiled.evaluate(msg.value, { meta: msg.meta, headers: msg.headers, key: msg.key, ...extra });
-        return normalise(result);
-      } catch (err) {
-        throw new RunnerError('EXPRESSION_FAILED', `expression ${JSON.stringify(source)} failed: ${errorMessage(err)}`, { cause: err });
-      }
+      return viaJsonata(msg, extra);
     },
-  };
-}
-
-const SLOW = Symbol('slow');
-const PLAIN_PATH = /^(\$(?:key|meta|headers)|[A-Za-z_][A-Za-z0-9_]*)(\.[A-Za-z_][A-Za-z0-9_]*)*$/;
-
-/**
- * Plain field paths (`device_id`, `payload.device_id`, `$key`, `$meta.mqtt_topic`) are the most
- * common expressions; they are read directly when every step is a plain object, and fall back to
- * JSONata otherwise (arrays, where JSONata maps over items). Same results, several times faster.
- */
-function fastPath(source: string): ((msg: Pick<Msg, 'value' | 'meta' | 'headers' | 'key'>) => unknown) | null {
-  if (!PLAIN_PATH.test(source)) return null;
-  const steps = source.split('.');
-  const head = steps[0]!;
-  if (head === 'true' || head === 'false' || head === 'null') return null; // literals, not fields
-  return (msg) => {
-    let cur: unknown;
-    let rest = steps;
-    if (head === '$key') {
-      if (steps.length > 1) return SLOW;
-      return msg.key; // null stays null, as in JSONata
-    } else if (head === '$meta' || head === '$headers') {
-      cur = head === '$meta' ? msg.meta : msg.headers;
-      rest = steps.slice(1);
-    } else cur = msg.value;
-    for (const step of rest) {
-      if (cur === null || typeof cur !== 'object' || Array.isArray(cur) || Buffer.isBuffer(cur)) return SLOW;
-      cur = (cur as Record<string, unknown>)[step];
-      if (cur === undefined) return undefined;
-    }
-    if (Array.isArray(cur) || (cur !== null && typeof cur === 'object')) return SLOW;
-    return cur;
   };
 }
 
