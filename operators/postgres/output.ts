@@ -9,7 +9,7 @@ import { EMPTY, type Observable, catchError, concat, defer, from, mergeMap } fro
 import { batch } from '../../core/batch.ts';
 import { parseDuration } from '../../core/duration.ts';
 import { RunnerError, errorMessage } from '../../core/errors.ts';
-import { type Expression, compileExpression } from '../../core/expression.ts';
+import { type Expression, LATER, compileExpression } from '../../core/expression.ts';
 import type { Msg } from '../../core/message.ts';
 import { type LintIssue, defineOutput } from '../../core/operator.ts';
 import { DEFAULT_BACKOFF, backoffDelay, retryWithBackoff } from '../../core/retry.ts';
@@ -105,70 +105,6 @@ const config = Obj({
 });
 
 type Cfg = typeof config.static;
-
-/** A column expression evaluated without JSONata gave no answer: evaluate it with JSONata. */
-const SLOW = Symbol('slow');
-const PATH = '[A-Za-z_][A-Za-z0-9_]*(?:\\.[A-Za-z_][A-Za-z0-9_]*)*';
-const VALUE_PATH = new RegExp(`^${PATH}$`);
-const FROM_SECONDS = new RegExp(`^\\$fromMillis\\(\\s*(${PATH})\\s*\\*\\s*1000\\s*\\)$`);
-// Where JSONata's $fromMillis (picture [Y0001]-[M01]-[D01]T[H01]:[m01]:[s01].[f001]Z) and
-// Date.toISOString write the same text: four-digit years, whole milliseconds.
-const ISO_MIN_MS = Date.UTC(1000, 0, 1);
-const ISO_MAX_MS = Date.UTC(10000, 0, 1);
-
-const isPlainObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && Object.getPrototypeOf(v) === Object.prototype;
-
-/** A field path of the message value, as core/expression.ts reads plain paths (SLOW where JSONata would differ). */
-function readPath(value: unknown, steps: string[]): unknown {
-  let cur = value;
-  for (const step of steps) {
-    if (cur === null || typeof cur !== 'object' || Array.isArray(cur) || Buffer.isBuffer(cur)) return SLOW;
-    cur = (cur as Record<string, unknown>)[step];
-    if (cur === undefined) return undefined;
-  }
-  if (cur !== null && typeof cur === 'object') return SLOW;
-  return cur;
-}
-
-/**
- * The column expressions every sink has, evaluated synchronously (a batch of 1000 rows with 8
- * columns otherwise awaits 8000 promises): a field path (`device_id`, `a.b`), the whole value
- * (`$`, a plain JSON object) and Unix seconds to a timestamp (`$fromMillis(timestamp * 1000)`).
- * Each gives exactly what JSONata gives, and SLOW for any value where that is not certain (then
- * JSONata evaluates it). Anything else: null (always JSONata).
- */
-export function fastColumn(source: string): ((msg: Pick<Msg, 'value'>) => unknown) | null {
-  const src = source.trim();
-  if (src === '$') return (msg) => (isPlainObject(msg.value) && !containsArray(msg.value) ? msg.value : SLOW);
-  if (VALUE_PATH.test(src)) {
-    const steps = src.split('.');
-    if (['true', 'false', 'null'].includes(steps[0]!)) return null;
-    return (msg) => readPath(msg.value, steps);
-  }
-  const m = FROM_SECONDS.exec(src);
-  if (m) {
-    const steps = m[1]!.split('.');
-    return (msg) => {
-      const s = readPath(msg.value, steps);
-      if (typeof s !== 'number') return SLOW;
-      const ms = s * 1000;
-      if (!Number.isInteger(ms) || ms < ISO_MIN_MS || ms >= ISO_MAX_MS) return SLOW;
-      return new Date(ms).toISOString();
-    };
-  }
-  return null;
-}
-
-/** JSONata hands back objects holding arrays as copies (core/expression.ts normalise); leave those to it. */
-function containsArray(v: Record<string, unknown>): boolean {
-  for (const k in v) {
-    const x = v[k];
-    if (x !== null && typeof x === 'object') {
-      if (Array.isArray(x) || !isPlainObject(x) || containsArray(x)) return true;
-    }
-  }
-  return false;
-}
 
 interface Row {
   msg: Msg;
@@ -295,7 +231,6 @@ export const postgres = defineOutput({
     const where = describeTarget(cfg.url);
     const sql = buildSql(cfg);
     const exprs: Expression[] = sql.names.map((n) => compileExpression(cfg.columns[n]!));
-    const fast = sql.names.map((n) => fastColumn(cfg.columns[n]!));
     const checkColumns = [...new Set([...sql.names, ...cfg.conflict.keys, ...cfg.conflict.update_columns])];
     const pool = createPool(cfg.url, Math.max(cfg.max_connections, 1), (err) => log.warn({ err: safeUrl(errorMessage(err)) }, 'idle PostgreSQL connection failed'));
     let closed = false;
@@ -351,10 +286,12 @@ export const postgres = defineOutput({
       const rows: Row[] = [];
       for (const msg of msgs) {
         try {
+          // Without a promise per value where the expression allows it (a batch of 1000 rows with
+          // 8 columns would otherwise await 8000 promises); JSONata where it needs to.
           const values: unknown[] = new Array(exprs.length);
           for (let c = 0; c < exprs.length; c++) {
-            const v = fast[c] ? fast[c]!(msg) : SLOW;
-            values[c] = v === SLOW ? await exprs[c]!.evaluate(msg) : v;
+            const v = exprs[c]!.now(msg);
+            values[c] = v === LATER ? await exprs[c]!.evaluate(msg) : v;
           }
           rows.push({ msg, values });
         } catch (err) {
