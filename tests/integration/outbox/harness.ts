@@ -148,8 +148,8 @@ export const FOUR_SOURCES = `- table: whatsapp_handler.outbox_events
   marker: { column: published, type: boolean }
   notify_channel: outbox_relay`;
 
-export function startRelay(yaml: string) {
-  const res = loadPipeline('outbox-relay-test.yaml', { registry, rootDir: ROOT, text: yaml, env: {} });
+export function startRelay(yaml: string, opts: { file?: string; env?: { [k: string]: string | undefined } } = {}) {
+  const res = loadPipeline(opts.file ?? 'outbox-relay-test.yaml', { registry, rootDir: ROOT, text: yaml, env: opts.env ?? {} });
   if (!res.ok) throw new Error(res.problems.map(formatProblem).join('\n'));
   const metrics = new Metrics();
   const health = new Health(metrics);
