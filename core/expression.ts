@@ -21,8 +21,16 @@ export interface Expression {
   source: string;
   /** Evaluated without JSONata where it can be (core/expression-compile.ts); false: always JSONata. */
   direct: boolean;
+  /**
+   * The value now, without a promise, or LATER when this message needs JSONata (then use
+   * `evaluate`). Throws the same errors as `evaluate`.
+   */
+  now(msg: Pick<Msg, 'value' | 'meta' | 'headers' | 'key'>, extra?: Record<string, unknown>): unknown;
   evaluate(msg: Pick<Msg, 'value' | 'meta' | 'headers' | 'key'>, extra?: Record<string, unknown>): Promise<unknown>;
 }
+
+/** What `now()` returns when the value needs JSONata's asynchronous evaluation. */
+export const LATER: unique symbol = Symbol('later');
 
 /** Thrown at load time for an expression that does not compile; `offset` is within the source. */
 export class ExpressionSyntaxError extends Error {
@@ -55,6 +63,15 @@ export function compileExpression(source: string): Expression {
   return {
     source,
     direct: direct !== null,
+    now(msg, extra = {}) {
+      if (!direct) return LATER;
+      try {
+        return normalise(direct({ value: msg.value, meta: msg.meta, headers: msg.headers, key: msg.key, extra }));
+      } catch (err) {
+        if (err === SLOW) return LATER;
+        throw fail(err);
+      }
+    },
     evaluate(msg, extra = {}) {
       if (direct) {
         try {
@@ -90,6 +107,8 @@ export interface Template {
   /** True when the template has no `${! }` part: the value is the literal text. */
   isStatic: boolean;
   evaluate(msg: Pick<Msg, 'value' | 'meta' | 'headers' | 'key'>, extra?: Record<string, unknown>): Promise<string>;
+  /** The text now, or LATER when a part needs JSONata (then use `evaluate`). */
+  now(msg: Pick<Msg, 'value' | 'meta' | 'headers' | 'key'>, extra?: Record<string, unknown>): string | typeof LATER;
 }
 
 /**
@@ -138,9 +157,28 @@ export function compileTemplate(source: string): Template {
   }
   if (last < source.length) parts.push(source.slice(last));
   const isStatic = parts.every((p) => typeof p === 'string');
+  const piece = (p: Expression, v: unknown) => {
+    if (v === undefined || v === null) {
+      throw new RunnerError('EXPRESSION_FAILED', `template ${JSON.stringify(source)}: ${JSON.stringify(p.source)} gave nothing`);
+    }
+    return typeof v === 'string' ? v : JSON.stringify(v);
+  };
   return {
     source,
     isStatic,
+    now(msg, extra) {
+      if (isStatic) return source;
+      let out = '';
+      for (const p of parts) {
+        if (typeof p === 'string') out += p;
+        else {
+          const v = p.now(msg, extra);
+          if (v === LATER) return LATER;
+          out += piece(p, v);
+        }
+      }
+      return out;
+    },
     async evaluate(msg, extra) {
       if (isStatic) return source;
       let out = '';

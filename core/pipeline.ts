@@ -114,18 +114,14 @@ export class PipelineRuntime {
       );
   }
 
-  /** Count a message in flight until its ack settles. */
+  /** Count a message in flight until its ack settles (the gauge reads the count at each scrape). */
   private track(msg: Msg): Msg {
-    const gauge = this.deps.metrics.inFlight;
-    const pipeline = this.config.name;
     this.inFlight++;
-    gauge.set({ pipeline }, this.inFlight);
     const inner = msg.ack;
     return {
       ...msg,
       ack: ackHandle((outcome) => {
         this.inFlight--;
-        gauge.set({ pipeline }, this.inFlight);
         if (outcome.ok) inner.done();
         else inner.fail(outcome.error);
       }),
@@ -136,6 +132,7 @@ export class PipelineRuntime {
   start(): void {
     const { config, deps } = this;
     deps.health.register(config.name);
+    deps.metrics.onScrape(() => deps.metrics.inFlight.set({ pipeline: config.name }, this.inFlight));
     const inputCfg = config.input;
     const inputCtx = this.ctx(inputCfg, 'input');
     const input$ = defer(() => (inputCfg.operator as InputOperator).create(inputCfg.config, inputCtx)).pipe(
@@ -181,6 +178,16 @@ export class PipelineRuntime {
       dlqStream = this.dlq$.pipe(concatMap(() => from([] as Msg[])));
     }
 
+    // The dead-letter flow first: an input may emit (and a step reject) as soon as it is subscribed.
+    this.dlqDone = new Promise((resolve, reject) => {
+      this.subs.push(
+        dlqStream.pipe(share()).subscribe({
+          next: (msg) => msg.ack.done(),
+          error: (err) => reject(err),
+          complete: () => resolve(),
+        }),
+      );
+    });
     this.mainDone = new Promise((resolve, reject) => {
       this.subs.push(
         stream.subscribe({
@@ -189,15 +196,6 @@ export class PipelineRuntime {
             outCtx.metrics.latency((Date.now() - msg.createdAt) / 1000);
             msg.ack.done();
           },
-          error: (err) => reject(err),
-          complete: () => resolve(),
-        }),
-      );
-    });
-    this.dlqDone = new Promise((resolve, reject) => {
-      this.subs.push(
-        dlqStream.pipe(share()).subscribe({
-          next: (msg) => msg.ack.done(),
           error: (err) => reject(err),
           complete: () => resolve(),
         }),

@@ -1,4 +1,4 @@
-import { compileExpression } from '../../core/expression.ts';
+import { LATER, compileExpression } from '../../core/expression.ts';
 import { defineProcessor } from '../../core/operator.ts';
 import { perMessage } from '../../core/processor.ts';
 import { Expr, Obj, OnInvalid } from '../../core/schema.ts';
@@ -24,11 +24,14 @@ export const filter = defineProcessor({
     const expr = compileExpression(cfg.expression);
     return perMessage(
       ctx,
-      async (msg) => {
-        const keep = await expr.evaluate(msg);
-        if (keep) return msg;
-        ctx.logger.debug({ meta: msg.meta }, 'filtered out');
-        return null;
+      (msg) => {
+        const decide = (keep: unknown) => {
+          if (keep) return msg;
+          ctx.logger.debug({ meta: msg.meta }, 'filtered out');
+          return null;
+        };
+        const now = expr.now(msg);
+        return now === LATER ? expr.evaluate(msg).then(decide) : decide(now);
       },
       { dropReason: 'filtered' },
     );

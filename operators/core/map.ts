@@ -1,7 +1,7 @@
 import { Type } from '@sinclair/typebox';
 import { RunnerError } from '../../core/errors.ts';
-import { compileExpression, compileTemplate } from '../../core/expression.ts';
-import { withValue } from '../../core/message.ts';
+import { LATER, compileExpression, compileTemplate } from '../../core/expression.ts';
+import { type Msg, withValue } from '../../core/message.ts';
 import { defineProcessor } from '../../core/operator.ts';
 import { perMessage } from '../../core/processor.ts';
 import { Expr, Obj, OnInvalid, Template } from '../../core/schema.ts';
@@ -46,7 +46,7 @@ export const map = defineProcessor({
     const keyExpr = cfg.key && cfg.key.trim() !== '$key' ? compileExpression(cfg.key) : undefined;
     const metaExprs = Object.entries(cfg.meta ?? {}).map(([name, src]) => [name, compileExpression(src)] as const);
     const headerTmpls = Object.entries(cfg.headers ?? {}).map(([name, src]) => [name, compileTemplate(src)] as const);
-    return perMessage(ctx, async (msg) => {
+    const evaluateAsync = async (msg: Msg): Promise<Msg> => {
       const value = keepValue ? msg.value : await expr.evaluate(msg);
       if (value === undefined) throw new RunnerError('EXPRESSION_FAILED', `expression ${JSON.stringify(cfg.expression)} produced no value`);
       const next = { ...msg, value };
@@ -66,6 +66,42 @@ export const map = defineProcessor({
         for (const [name, t] of headerTmpls) headers[name] = await t.evaluate(next);
       }
       return withValue(msg, value, { key, meta, headers });
+    };
+    /** The same without promises when every expression can be evaluated now; LATER otherwise. */
+    const evaluateNow = (msg: Msg): Msg | typeof LATER => {
+      const value = keepValue ? msg.value : expr.now(msg);
+      if (value === LATER) return LATER;
+      if (value === undefined) throw new RunnerError('EXPRESSION_FAILED', `expression ${JSON.stringify(cfg.expression)} produced no value`);
+      const next = { ...msg, value };
+      let key = msg.key;
+      if (keyExpr) {
+        const k = keyExpr.now(next);
+        if (k === LATER) return LATER;
+        key = k == null ? null : String(k);
+      }
+      let meta = msg.meta;
+      if (metaExprs.length) {
+        meta = { ...msg.meta };
+        for (const [name, e] of metaExprs) {
+          const v = e.now(next);
+          if (v === LATER) return LATER;
+          meta[name] = v;
+        }
+      }
+      let headers = msg.headers;
+      if (headerTmpls.length) {
+        headers = { ...msg.headers };
+        for (const [name, t] of headerTmpls) {
+          const v = t.now(next);
+          if (v === LATER) return LATER;
+          headers[name] = v;
+        }
+      }
+      return withValue(msg, value, { key, meta, headers });
+    };
+    return perMessage(ctx, (msg) => {
+      const out = evaluateNow(msg);
+      return out === LATER ? evaluateAsync(msg) : out;
     });
   },
 });

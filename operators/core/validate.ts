@@ -8,7 +8,8 @@ import { RunnerError } from '../../core/errors.ts';
 import { defineProcessor } from '../../core/operator.ts';
 import { perMessage } from '../../core/processor.ts';
 import { Obj, OnInvalid, Template } from '../../core/schema.ts';
-import { compileTemplate } from '../../core/expression.ts';
+import { LATER, compileTemplate } from '../../core/expression.ts';
+import type { Msg } from '../../core/message.ts';
 
 const addFormats = addFormatsImport as unknown as (ajv: Ajv) => Ajv;
 
@@ -71,12 +72,16 @@ export const validate = defineProcessor({
       return fn;
     };
     if (name.isStatic) lookup(cfg.schema);
-    return perMessage(ctx, async (msg) => {
-      const schemaName = name.isStatic ? cfg.schema : await name.evaluate(msg);
+    const checkWith = (msg: Msg, schemaName: string) => {
       const check = lookup(schemaName);
       if (check(msg.value)) return msg;
       const reasons = (check.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message}${e.keyword === 'additionalProperties' ? ` (${(e.params as { additionalProperty: string }).additionalProperty})` : ''}`);
       throw new RunnerError('MESSAGE_INVALID', `does not match schema ${schemaName}: ${[...new Set(reasons)].join('; ')}`);
+    };
+    return perMessage(ctx, (msg) => {
+      if (name.isStatic) return checkWith(msg, cfg.schema);
+      const now = name.now(msg);
+      return now === LATER ? name.evaluate(msg).then((n) => checkWith(msg, n)) : checkWith(msg, now);
     });
   },
 });
