@@ -131,5 +131,24 @@ describe('postgres_outbox -> kafka', () => {
       await c.stop();
     }
   });
+  it('wakes on NOTIFY: with an hour between polls, events inserted later are published at once', async () => {
+    const c = await collector([topic]);
+    const relay = startRelay(
+      relayYaml({ url: db.url, topic, input: 'poll_interval: 1h', sources: '- table: darwin_ingestor.outbox_events\n  notify_channel: outbox_relay' }),
+    );
+    try {
+      // Listening, and the first poll done.
+      await eventually(async () => (await db.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'`)).rows[0].n === 1, 'LISTEN');
+      await eventually(async () => (await db.query(`SELECT last_poll_at FROM relay_state WHERE source = 'darwin_ingestor.outbox_events'`)).rows[0]?.last_poll_at != null, 'first poll');
+      // Three rounds, each after the previous one was published: no poll is due for an hour.
+      for (let round = 0; round < 3; round++) {
+        const { rows } = await db.query(`INSERT INTO darwin_ingestor.outbox_events (aggregate_id, aggregate_type, event_type, payload) VALUES ('n', 'delay', 'delay.updated', '{}') RETURNING id::text`);
+        await c.until((r) => r.some((x) => x.headers.event_id === rows[0].id));
+      }
+    } finally {
+      await relay.runtime.stop();
+      await c.stop();
+    }
+  });
 });
 
