@@ -4,6 +4,7 @@
  * Exit codes: 0 ok; 1 problems found (lint); 2 usage or configuration error (nothing was started);
  * 3 runtime failure (a pipeline failed, or could not drain within shutdown_timeout).
  */
+import { PROJECT_ROOT } from './core/paths.ts';
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,7 +25,7 @@ import kafkajs from 'kafkajs';
 
 const { Kafka, logLevel } = kafkajs;
 
-export const ROOT = dirname(fileURLToPath(import.meta.url));
+export const ROOT = PROJECT_ROOT;
 export const EXIT = { OK: 0, PROBLEMS: 1, USAGE: 2, RUNTIME: 3 } as const;
 
 /** `name` -> pipelines/<name>.yaml (in the current folder, else the project's); a path as is. */

@@ -4,8 +4,11 @@
  * a command: apply valid values, clamp or reject out-of-range ones.
  */
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { PROJECT_ROOT } from '../core/paths.ts';
 
-export const SETTINGS_PATCH_SCHEMA_FILE = new URL('../schemas/heatpump-settings-patch.schema.json', import.meta.url);
+export const SETTINGS_PATCH_SCHEMA_FILE = pathToFileURL(join(PROJECT_ROOT, 'schemas', 'heatpump-settings-patch.schema.json'));
 
 export interface FieldDef {
   name: string;

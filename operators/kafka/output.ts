@@ -5,7 +5,7 @@ import { EMPTY, type Observable, concatMap, catchError, defer, from, mergeMap } 
 import { batch } from '../../core/batch.ts';
 import { parseDuration } from '../../core/duration.ts';
 import { RunnerError, errorMessage } from '../../core/errors.ts';
-import { compileExpression, compileTemplate } from '../../core/expression.ts';
+import { LATER, compileExpression, compileTemplate } from '../../core/expression.ts';
 import { type Msg, msgSize, valueToBuffer } from '../../core/message.ts';
 import { defineOutput } from '../../core/operator.ts';
 import { DEFAULT_BACKOFF, backoffDelay, retryWithBackoff } from '../../core/retry.ts';
@@ -203,7 +203,8 @@ export const kafka = defineOutput({
       const items: Item[] = [];
       for (const msg of msgs) {
         try {
-          const topic = await topicT.evaluate(msg);
+          const topicNow = topicT.now(msg);
+          const topic = topicNow === LATER ? await topicT.evaluate(msg) : topicNow;
           if (!validNames.has(topic)) {
             if (!TOPIC_NAME.test(topic) || topic === '.' || topic === '..') {
               throw new RunnerError('WRITE_REJECTED', `topic name ${JSON.stringify(topic)} is not valid (letters, digits, . _ - up to 249)`);
@@ -211,7 +212,8 @@ export const kafka = defineOutput({
             if (validNames.size >= 10_000) validNames.clear();
             validNames.add(topic);
           }
-          const k = await keyE.evaluate(msg);
+          const kNow = keyE.now(msg);
+          const k = kNow === LATER ? await keyE.evaluate(msg) : kNow;
           const key = k === null || k === undefined ? null : Buffer.isBuffer(k) ? k : typeof k === 'string' ? k : JSON.stringify(k);
           items.push({ msg, topic, record: { key, value: encode(msg), headers: { ...msg.headers } } });
         } catch (err) {

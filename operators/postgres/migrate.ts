@@ -20,10 +20,11 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { RunnerError, errorMessage } from '../../core/errors.ts';
+import { PROJECT_ROOT } from '../../core/paths.ts';
 import { redactString } from '../../core/redact.ts';
 
 /** The project's migrations folder (migrations/ next to runner.ts). */
-export const DEFAULT_MIGRATIONS_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'migrations');
+export const DEFAULT_MIGRATIONS_DIR = join(PROJECT_ROOT, 'migrations');
 
 /** The databases of the stack, in the order `runner migrate` takes them (other folders follow, sorted). */
 export const KNOWN_DATABASES = ['telemetry', 'heatpump_settings', 'services'] as const;
