@@ -7,7 +7,8 @@ import { Type, type Static } from '@sinclair/typebox';
 import kafkajs, { type Kafka, type KafkaConfig, type LogEntry, type SASLOptions } from 'kafkajs';
 import type { Logger } from 'pino';
 import { RunnerError, errorMessage } from '../../core/errors.ts';
-import { Obj, Secret } from '../../core/schema.ts';
+import { Obj, Secret, withoutDefaults } from '../../core/schema.ts';
+import { readFileSync } from 'node:fs';
 
 const { Kafka: KafkaClient, logLevel } = kafkajs;
 
@@ -38,7 +39,28 @@ export const connectionFields = {
         'SASL authentication: an object with `mechanism` (`plain`, `scram-sha-256` or `scram-sha-512`), `username` and `password` (from the environment, e.g. `${KAFKA_PASSWORD}`); `null` (the default) connects without SASL.',
     },
   ),
-  tls: Type.Boolean({ default: false, description: 'Connect with TLS, verifying the brokers\' certificates against the system CAs.' }),
+  tls: Type.Union(
+    [
+      Type.Boolean(),
+      withoutDefaults(
+        Obj(
+          {
+            root_cas_file: Type.Optional(Type.String({ description: 'PEM file of the CA certificates to trust instead of the system CAs (a private or managed cluster\'s CA).' })),
+            cert_file: Type.Optional(Type.String({ description: 'PEM file of the client certificate (mutual TLS); needs key_file.' })),
+            key_file: Type.Optional(Type.String({ description: 'PEM file of the client certificate\'s private key.' })),
+            server_name: Type.Optional(Type.String({ description: 'Name to verify the brokers\' certificates against, when it differs from the host name in `brokers`.' })),
+            skip_cert_verify: Type.Optional(Type.Boolean({ description: 'Do not verify the brokers\' certificates. Only for a test setup: anyone on the path can read and change the traffic.' })),
+          },
+          { description: 'TLS with options.' },
+        ),
+      ),
+    ],
+    {
+      default: false,
+      description:
+        'TLS: `false` (the default) plain TCP; `true` TLS verifying the brokers\' certificates against the system CAs; or an object with `root_cas_file`, `cert_file` + `key_file` (mutual TLS), `server_name`, `skip_cert_verify` (paths relative to the working directory). Files are read when the client is made; a missing file is an error naming it.',
+    },
+  ),
 };
 
 const connectionSchema = Obj(connectionFields);
@@ -51,7 +73,7 @@ export function kafkaClient(cfg: KafkaConnection, logger: Logger): Kafka {
   const config: KafkaConfig = {
     clientId: cfg.client_id,
     brokers: cfg.brokers,
-    ssl: cfg.tls,
+    ssl: tlsOptions(cfg.tls),
     logLevel: logger.isLevelEnabled('debug') ? logLevel.DEBUG : logLevel.INFO,
     logCreator: () => kafkaLogEntry(logger.child({ kafka: true })),
     // Our own retry loops back off forever; kafkajs retries briefly, then reports the error to them.
@@ -62,18 +84,50 @@ export function kafkaClient(cfg: KafkaConnection, logger: Logger): Kafka {
   return new KafkaClient(config);
 }
 
+/** kafkajs `ssl` from the `tls` field; certificate files are read here. */
+export function tlsOptions(tls: KafkaConnection['tls']): KafkaConfig['ssl'] {
+  if (typeof tls === 'boolean') return tls;
+  const read = (what: string, file: string) => {
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new RunnerError('CONFIG_INVALID', `tls.${what}: cannot read ${file}: ${errorMessage(err)}`);
+    }
+  };
+  if (Boolean(tls.cert_file) !== Boolean(tls.key_file)) throw new RunnerError('CONFIG_INVALID', 'tls: cert_file and key_file go together (mutual TLS needs both)');
+  return {
+    ...(tls.root_cas_file ? { ca: [read('root_cas_file', tls.root_cas_file)] } : {}),
+    ...(tls.cert_file ? { cert: read('cert_file', tls.cert_file) } : {}),
+    ...(tls.key_file ? { key: read('key_file', tls.key_file) } : {}),
+    ...(tls.server_name ? { servername: tls.server_name } : {}),
+    rejectUnauthorized: !tls.skip_cert_verify,
+  };
+}
+
 /**
  * kafkajs log lines into pino at levels an operator can live with. kafkajs logs at ERROR many
  * things it handles itself (a broker's error response that the caller retries, a rebalance);
  * those become debug / info, the rest keeps its level.
  */
-export function kafkaLogEntry(logger: Logger) {
+export function kafkaLogEntry(logger: Logger, now: () => number = Date.now) {
+  /** When each kind of connection failure was last logged at warn. */
+  const lastWarned = new Map<string, number>();
   return ({ namespace, level, log }: LogEntry) => {
     const { message, timestamp: _t, logger: _l, ...extra } = log as unknown as Record<string, unknown> & { message: string };
     const fields = { kafka_ns: namespace, ...extra };
     if (level === logLevel.ERROR || level === logLevel.NOTHING) {
       if (namespace === 'Connection' && message.startsWith('Response ')) return logger.debug(fields, message);
       if (/rebalanc/i.test(message)) return logger.info(fields, message);
+      // A broker that is away (restart, network): kafkajs logs every refused connection at error,
+      // dozens per restart, while our retry loops report it once with the reason and readiness
+      // says so. One warn per kind per 30 s; the rest at debug.
+      if (CONNECTION_NOISE.test(message) || namespace === 'Connection' || namespace === 'BrokerPool') {
+        const kind = `${namespace}:${message.replace(/[0-9.:]+/g, '#').slice(0, 60)}`;
+        const t = now();
+        if (t - (lastWarned.get(kind) ?? -Infinity) < 30_000) return logger.debug(fields, message);
+        lastWarned.set(kind, t);
+        return logger.warn(fields, `${message} (kafkajs retries; repeats of this are logged at debug for 30 s)`);
+      }
       return logger.error(fields, message);
     }
     if (level === logLevel.WARN) {
@@ -86,6 +140,8 @@ export function kafkaLogEntry(logger: Logger) {
     return logger.debug(fields, message);
   };
 }
+
+const CONNECTION_NOISE = /ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|Connection timeout|Closed connection|Failed to connect to (seed )?broker|KafkaJSConnectionError|There is no leader/i;
 
 /** kafkajs protocol error types that say the message itself can never be written. */
 const REJECTED_TYPES = new Set([

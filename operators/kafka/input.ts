@@ -12,6 +12,7 @@ import { defineInput } from '../../core/operator.ts';
 import { DEFAULT_BACKOFF, backoffDelay } from '../../core/retry.ts';
 import { Duration, Obj, withoutDefaults } from '../../core/schema.ts';
 import { connectionFields, describeBrokers, kafkaClient, toRunnerError } from './client.ts';
+import { registerCodecs } from './codecs.ts';
 import { OffsetTracker, partitionKey, type OffsetToken } from './offsets.ts';
 
 const config = Obj({
@@ -377,6 +378,7 @@ export const kafka = defineInput({
       const start = async () => {
         for (let attempt = 1; !closed && !subscriber.closed; attempt++) {
           try {
+            await registerCodecs();
             await consumer.connect();
             if (!subscribed) {
               if (cfg.regexp_topics) topicNames = await matchTopics(client, cfg.topics, where);

@@ -6,13 +6,14 @@ import { batch } from '../../core/batch.ts';
 import { parseDuration } from '../../core/duration.ts';
 import { RunnerError, errorMessage } from '../../core/errors.ts';
 import { LATER, compileExpression, compileTemplate } from '../../core/expression.ts';
+import { COMPRESSION, registerCodecs } from './codecs.ts';
 import { type Msg, msgSize, valueToBuffer } from '../../core/message.ts';
 import { defineOutput } from '../../core/operator.ts';
 import { DEFAULT_BACKOFF, backoffDelay, retryWithBackoff } from '../../core/retry.ts';
 import { Duration, Expr, Obj, Template } from '../../core/schema.ts';
 import { connectionFields, describeBrokers, kafkaClient, kafkaErrorType, toRunnerError } from './client.ts';
 
-const { CompressionTypes, Partitioners } = kafkajs;
+const { Partitioners } = kafkajs;
 
 const config = Obj({
   ...connectionFields,
@@ -46,7 +47,15 @@ const config = Obj({
     default: 'all',
     description: 'Acknowledgement the output waits for: `all` in-sync replicas (acks=-1), with the idempotent producer. The only setting: anything less could lose acknowledged messages.',
   }),
-  compression: Type.Union([Type.Literal('none'), Type.Literal('gzip')], { default: 'none', description: 'Compression of record batches.' }),
+  null_values: Type.Union([Type.Literal('json'), Type.Literal('tombstone')], {
+    default: 'json',
+    description:
+      'What a message whose value is null becomes: `json` (the default) a record with the JSON text `null`; `tombstone` a record with no value, which a compacted topic (`cleanup.policy: compact`) takes as "delete this key" — e.g. to forget a device in homelab-heatpump-settings.',
+  }),
+  compression: Type.Union([Type.Literal('none'), Type.Literal('gzip'), Type.Literal('snappy'), Type.Literal('lz4'), Type.Literal('zstd')], {
+    default: 'none',
+    description: 'Compression of record batches: `none`, `gzip`, `snappy`, `lz4` or `zstd` (Kafka 2.1+ / Redpanda). The topic keeps what the producer sent unless its `compression.type` says otherwise; consumers decompress whatever they get.',
+  }),
 });
 
 interface Item {
@@ -92,7 +101,8 @@ export const kafka = defineOutput({
     const where = describeBrokers(cfg);
     const log = ctx.logger;
     const client = kafkaClient(cfg, log);
-    const compression = cfg.compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None;
+    const compression = COMPRESSION[cfg.compression];
+    const codecsReady = registerCodecs();
     const newProducer = () =>
       client.producer({
         idempotent: true,
@@ -120,6 +130,7 @@ export const kafka = defineOutput({
     let connecting: Promise<void> | null = null;
     const connect = (): Promise<void> =>
       (connecting ??= (async () => {
+        await codecsReady;
         await admin.connect();
         await producer.connect();
       })().catch((err) => {
@@ -179,6 +190,7 @@ export const kafka = defineOutput({
     // Batching by byte_size needs each value's size, which for a JSON value means serialising it:
     // the bytes are kept for the record instead of serialising the value a second time.
     const encoded = new WeakMap<Msg, Buffer>();
+    const tombstones = cfg.null_values === 'tombstone';
     const sizeOf = (msg: Msg): number => {
       let buf: Buffer;
       try {
@@ -215,7 +227,8 @@ export const kafka = defineOutput({
           const kNow = keyE.now(msg);
           const k = kNow === LATER ? await keyE.evaluate(msg) : kNow;
           const key = k === null || k === undefined ? null : Buffer.isBuffer(k) ? k : typeof k === 'string' ? k : JSON.stringify(k);
-          items.push({ msg, topic, record: { key, value: encode(msg), headers: { ...msg.headers } } });
+          const value = tombstones && msg.value === null ? null : encode(msg);
+          items.push({ msg, topic, record: { key, value, headers: { ...msg.headers } } });
         } catch (err) {
           reject(msg, err);
         }

@@ -201,6 +201,38 @@ describe('kafka output -> kafka input', () => {
     await again.stop();
   });
 
+  it.each(['gzip', 'snappy', 'lz4', 'zstd'] as const)('writes %s-compressed batches that the input reads back', async (compression) => {
+    const topic = await newTopic(`codec-${compression}`);
+    const msgs = Array.from({ length: 50 }, (_, i) => createMsg({ device_id: 'device-001', seq: i, text: 'compressible '.repeat(20) }));
+    const { out, ctx } = await write({ topic, key: 'device_id', compression }, msgs);
+    expect(out).toHaveLength(50);
+    expect(ctx.rejected).toEqual([]);
+    const input = read({ topics: [topic], consumer_group: `it-codec-${compression}-${runId}`, start_from: 'earliest' }, (m) => m.ack.done());
+    await input.until(50);
+    expect(input.received.map((m) => (m.value as { seq: number }).seq)).toEqual(msgs.map((_, i) => i));
+    await input.stop();
+  });
+
+  it('writes a null value as a tombstone with null_values: tombstone, and as JSON null by default', async () => {
+    const topic = await newTopic('tombstone');
+    await write({ topic, key: 'device_id', null_values: 'tombstone' }, [createMsg(null, { key: 'device-001' })].map((m) => ({ ...m, value: null })));
+    await write({ topic }, [createMsg(null, { key: 'device-002' })]);
+    const values: (Buffer | null)[] = [];
+    const consumer = client.consumer({ groupId: `it-tombstone-${runId}` });
+    await consumer.connect();
+    await consumer.subscribe({ topics: [topic], fromBeginning: true });
+    await new Promise<void>((resolve) => {
+      void consumer.run({
+        eachMessage: async ({ message }) => {
+          values.push(message.value);
+          if (values.length === 2) resolve();
+        },
+      });
+    });
+    await consumer.disconnect();
+    expect(values).toEqual([null, Buffer.from('null')]);
+  });
+
   it('commits only over acked messages: after acking the first k of n, the group resumes at k', async () => {
     const topic = await newTopic('commit-after-ack');
     await produceRaw(topic, Array.from({ length: 10 }, (_, i) => JSON.stringify({ i })));

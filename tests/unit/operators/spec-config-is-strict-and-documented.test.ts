@@ -12,7 +12,7 @@ interface Finding {
 }
 
 /** Walk a JSON Schema (TypeBox output) and collect rule violations. */
-function check(schema: any, path: string, out: Finding[]) {
+function check(schema: any, path: string, out: Finding[], inUnion = false) {
   if (!schema || typeof schema !== 'object') return;
   // A nested component is checked as the operator it names (it is a slot, like `output`).
   if (schema['x-component']) return;
@@ -23,12 +23,13 @@ function check(schema: any, path: string, out: Finding[]) {
       const p = path ? `${path}.${key}` : key;
       if (!/^[a-z][a-z0-9_]*$/.test(key)) out.push({ path: p, problem: 'key is not snake_case' });
       if (typeof sub.description !== 'string' || sub.description.trim() === '') out.push({ path: p, problem: 'no description' });
-      if (!required.has(key) && sub.default === undefined) out.push({ path: p, problem: 'optional field without a default' });
-      check(sub, p, out);
+      // Inside a union branch ajv applies no defaults (strict mode refuses them): optional is optional.
+      if (!inUnion && !required.has(key) && sub.default === undefined) out.push({ path: p, problem: 'optional field without a default' });
+      check(sub, p, out, inUnion);
     }
   }
-  if (schema.type === 'array') check(schema.items, `${path}[]`, out);
-  for (const branch of [...(schema.anyOf ?? []), ...(schema.oneOf ?? [])]) check(branch, path, out);
+  if (schema.type === 'array') check(schema.items, `${path}[]`, out, inUnion);
+  for (const branch of [...(schema.anyOf ?? []), ...(schema.oneOf ?? [])]) check(branch, path, out, true);
 }
 
 describe.each(operators.map((op) => [`${op.spec.kind} ${op.spec.name}`, op] as const))('%s spec', (_label, op) => {
