@@ -68,9 +68,49 @@ const config = Obj({
     },
     { default: { file: '', path: '/openapi.json' }, description: 'A static OpenAPI document describing the routes, served by this server itself (not through the pipeline).' },
   ),
+  cors: Obj(
+    {
+      allowed_origins: Type.Array(Type.String({ minLength: 1 }), {
+        default: [],
+        description:
+          'Origins (`scheme://host[:port]`) whose web pages may call this server from a browser, e.g. `http://localhost:8090` (a dashboard served elsewhere). An entry may hold several origins separated by commas (so one environment variable can carry a list: `${DASHBOARD_ORIGINS}`), and `*` in an entry matches any characters of an origin (`http://127.0.0.1:*`; `*` alone: every origin). Empty (the default): no CORS headers, and OPTIONS is not answered (405).',
+      }),
+      allowed_headers: Type.Array(Type.String({ pattern: "^[A-Za-z0-9!#$%&'*+.^_`|~-]+$" }), {
+        default: ['content-type'],
+        description: 'Request headers a cross-origin request may send (answered in `Access-Control-Allow-Headers` of a preflight).',
+      }),
+      max_age: Duration('How long a browser may cache a preflight answer (`Access-Control-Max-Age`).', '10m'),
+    },
+    {
+      default: { allowed_origins: [], allowed_headers: ['content-type'], max_age: '10m' },
+      description:
+        'Cross-origin requests from browsers. A request whose `Origin` is allowed gets `Access-Control-Allow-Origin: <origin>` (and `Vary: Origin`, `Access-Control-Expose-Headers: x-request-id`) on every answer; a preflight `OPTIONS` for a configured path is answered by the server itself (204 with the route\'s methods, `allowed_headers` and `max_age`; 403 for an origin not allowed, 404 for an unknown path), never entering the pipeline.',
+    },
+  ),
 });
 
 type Cfg = typeof config.static;
+
+/** The allowed origins of `cors.allowed_origins` as one test: entries split at commas, `*` any characters. */
+export function originMatcher(entries: readonly string[]): (origin: string) => boolean {
+  const patterns = entries.flatMap((e) => e.split(/[\s,]+/)).filter(Boolean);
+  if (patterns.includes('*')) return () => true;
+  const regexes = patterns.map((p) => new RegExp(`^${p.replace(/\/+$/, '').split('*').map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`, 'i'));
+  return (origin) => regexes.some((r) => r.test(origin));
+}
+
+/** Problems of `cors.allowed_origins` entries: each origin is `*` or scheme://host[:port] (with `*` parts). */
+function corsIssues(entries: readonly string[]): LintIssue[] {
+  const issues: LintIssue[] = [];
+  entries.forEach((entry, i) => {
+    for (const o of entry.split(/[\s,]+/).filter(Boolean)) {
+      if (o !== '*' && !/^[a-z*][a-z0-9+.*-]*:\/\/[^/\s]+$/i.test(o.replace(/\/$/, ''))) {
+        issues.push({ path: ['cors', 'allowed_origins', i], message: `${JSON.stringify(o)} is not an origin: write scheme://host[:port] (e.g. http://localhost:8090), optionally with * parts, or * alone` });
+      }
+    }
+  });
+  return issues;
+}
 
 /** The OpenAPI document of `file` (JSON or YAML), or an Error saying what is wrong with it. */
 export function loadOpenApi(rootDir: string, file: string): Record<string, unknown> {
@@ -112,6 +152,7 @@ function lintConfig(cfg: Cfg, rootDir: string): LintIssue[] {
       names.set(r.name, i);
     }
   });
+  issues.push(...corsIssues(cfg.cors.allowed_origins));
   if (cfg.openapi.file) {
     try {
       loadOpenApi(rootDir, cfg.openapi.file);
@@ -190,6 +231,9 @@ export const httpServer = defineInput({
     const routes = cfg.routes.map((r) => ({ ...r, parsed: parseRoutePath(r.path), label: r.name || `${r.method} ${r.path}` }));
     const openapi = cfg.openapi.file ? JSON.stringify(loadOpenApi(ctx.rootDir, cfg.openapi.file)) : null;
     const timeoutMs = parseDuration(cfg.timeout);
+    const corsOn = cfg.cors.allowed_origins.some((e) => e.trim() !== '');
+    const originAllowed = originMatcher(cfg.cors.allowed_origins);
+    const corsMaxAge = String(Math.floor(parseDuration(cfg.cors.max_age) / 1000));
     const log = ctx.logger;
     let app: FastifyInstance | null = null;
     let closing: Promise<void> | null = null;
@@ -230,6 +274,14 @@ export const httpServer = defineInput({
       server.addHook('onRequest', async (req, reply) => {
         reply.header('x-request-id', req.id);
         if (stopping) reply.header('connection', 'close');
+        if (corsOn) {
+          reply.header('vary', 'Origin');
+          const origin = req.headers.origin;
+          if (typeof origin === 'string' && originAllowed(origin)) {
+            reply.header('access-control-allow-origin', origin);
+            reply.header('access-control-expose-headers', 'x-request-id, retry-after');
+          }
+        }
       });
 
       server.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
@@ -250,10 +302,46 @@ export const httpServer = defineInput({
         sendAnswer(reply, { status, headers: {}, body: errorBody(message, req.id) });
       });
 
+      /** The methods of the routes (and the OpenAPI document) that answer a path. */
+      const methodsOf = (url: string): string[] => {
+        const path = (url.split('?')[0] ?? '/').replace(/\/+$/, '') || '/';
+        const allowed = [...new Set(routes.filter((r) => r.parsed.regex.test(path) || r.parsed.regex.test(`${path}/`)).map((r) => r.method as string))];
+        if (openapi && path === cfg.openapi.path) allowed.push('GET');
+        return allowed;
+      };
+
+      // CORS preflight: answered here for the configured paths, never entering the pipeline.
+      if (corsOn) {
+        server.route({
+          method: 'OPTIONS',
+          url: '*',
+          handler: (req, reply) => {
+            const path = (req.url.split('?')[0] ?? '/').replace(/\/+$/, '') || '/';
+            const allowed = methodsOf(req.url);
+            const origin = req.headers.origin;
+            if (!allowed.length) {
+              sendAnswer(reply, { status: 404, headers: {}, body: errorBody(`no route for OPTIONS ${path}`, req.id) });
+            } else if (typeof origin !== 'string' || !originAllowed(origin)) {
+              sendAnswer(reply, { status: 403, headers: { allow: ['OPTIONS', ...allowed].join(', ') }, body: errorBody(`origin ${JSON.stringify(origin ?? '')} is not allowed to call this server (cors.allowed_origins)`, req.id) });
+            } else {
+              sendAnswer(reply, {
+                status: 204,
+                headers: {
+                  allow: ['OPTIONS', ...allowed].join(', '),
+                  'access-control-allow-methods': allowed.join(', '),
+                  'access-control-allow-headers': cfg.cors.allowed_headers.join(', '),
+                  'access-control-max-age': corsMaxAge,
+                },
+                body: undefined,
+              });
+            }
+          },
+        });
+      }
+
       server.setNotFoundHandler((req, reply) => {
         const path = (req.url.split('?')[0] ?? '/').replace(/\/+$/, '') || '/';
-        const allowed = [...new Set(routes.filter((r) => r.parsed.regex.test(path) || r.parsed.regex.test(`${path}/`)).map((r) => r.method))];
-        if (openapi && path === cfg.openapi.path) allowed.push('GET');
+        const allowed = methodsOf(req.url);
         if (allowed.length) {
           sendAnswer(reply, { status: 405, headers: { allow: allowed.join(', ') }, body: errorBody(`method ${req.method} is not allowed for ${path}; allowed: ${allowed.join(', ')}`, req.id) });
         } else {

@@ -32,6 +32,7 @@ const defaults = (over: Partial<ServerCfg> = {}): ServerCfg => ({
   body_limit: 1024,
   max_in_flight: 10,
   openapi: { file: '', path: '/openapi.json' },
+  cors: { allowed_origins: [], allowed_headers: ['content-type'], max_age: '10m' },
   ...over,
 });
 
@@ -228,6 +229,61 @@ describe('http_server input', () => {
     expect(res.body).toEqual({ openapi: '3.1.0', info: { title: 't', version: '1' }, paths: {} });
     expect((await call(s.base, 'POST', '/docs/openapi.json', '{}')).status).toBe(405);
     expect(s.messages).toEqual([]);
+  });
+
+  it('without cors: no CORS headers, and OPTIONS is a method not allowed (405)', async () => {
+    const s = await start();
+    const pre = await fetch(`${s.base}/api/v1/items/1`, { method: 'OPTIONS', headers: { origin: 'http://localhost:8090', 'access-control-request-method': 'PATCH' } });
+    expect(pre.status).toBe(405);
+    expect(pre.headers.get('access-control-allow-origin')).toBeNull();
+    expect(s.messages).toEqual([]);
+  });
+
+  it('with cors: answers a preflight of an allowed origin itself (204, the route\'s methods), 403 another origin, 404 an unknown path; allowed origins get Access-Control-Allow-Origin on every answer', async () => {
+    const s = await start({ cors: { allowed_origins: ['http://localhost:8090, http://127.0.0.1:*'], allowed_headers: ['content-type', 'if-match'], max_age: '1m' } });
+    const preflight = (origin: string, path = '/api/v1/items/1') =>
+      fetch(`${s.base}${path}`, { method: 'OPTIONS', headers: { origin, 'access-control-request-method': 'PATCH', 'access-control-request-headers': 'content-type' } });
+
+    const ok = await preflight('http://localhost:8090');
+    expect(ok.status).toBe(204);
+    expect(ok.headers.get('access-control-allow-origin')).toBe('http://localhost:8090');
+    expect(ok.headers.get('access-control-allow-methods')).toBe('PATCH, GET');
+    expect(ok.headers.get('access-control-allow-headers')).toBe('content-type, if-match');
+    expect(ok.headers.get('access-control-max-age')).toBe('60');
+    expect(ok.headers.get('vary')).toMatch(/Origin/);
+    const wildcard = await preflight('http://127.0.0.1:43123');
+    expect(wildcard.status).toBe(204);
+    expect(wildcard.headers.get('access-control-allow-origin')).toBe('http://127.0.0.1:43123');
+
+    const other = await preflight('http://evil.example');
+    expect(other.status).toBe(403);
+    expect(other.headers.get('access-control-allow-origin')).toBeNull();
+    expect(((await other.json()) as { error: string }).error).toMatch(/origin "http:\/\/evil.example" is not allowed/);
+    expect((await preflight('http://localhost:8090', '/nothing/here')).status).toBe(404);
+    expect(s.messages).toEqual([]);
+
+    // The actual request: answered by the pipeline, with the CORS headers of the input.
+    const res = fetch(`${s.base}/api/v1/items/7`, { headers: { origin: 'http://localhost:8090' } });
+    await respond([await s.next()]);
+    const answered = await res;
+    expect(answered.status).toBe(200);
+    expect(answered.headers.get('access-control-allow-origin')).toBe('http://localhost:8090');
+    expect(answered.headers.get('access-control-expose-headers')).toMatch(/x-request-id/);
+    // Errors of the input itself carry them too; a request from another origin does not get them.
+    const missing = await fetch(`${s.base}/nothing`, { headers: { origin: 'http://localhost:8090' } });
+    expect(missing.status).toBe(404);
+    expect(missing.headers.get('access-control-allow-origin')).toBe('http://localhost:8090');
+    const foreign = fetch(`${s.base}/api/v1/items/8`, { headers: { origin: 'http://evil.example' } });
+    await respond([await s.next()]);
+    expect((await foreign).headers.get('access-control-allow-origin')).toBeNull();
+  });
+
+  it('with cors: * allows every origin', async () => {
+    const s = await start({ cors: { allowed_origins: ['*'], allowed_headers: ['content-type'], max_age: '10m' } });
+    const pre = await fetch(`${s.base}/api/v1/items/special/1`, { method: 'OPTIONS', headers: { origin: 'https://anything.example:444', 'access-control-request-method': 'GET' } });
+    expect(pre.status).toBe(204);
+    expect(pre.headers.get('access-control-allow-origin')).toBe('https://anything.example:444');
+    expect(pre.headers.get('access-control-allow-methods')).toBe('GET');
   });
 
   it('on stop: completes, answers the request in progress with Connection: close, refuses new ones, and 503s what is left at close', async () => {

@@ -45,6 +45,14 @@ const pipeline = (input: string, processors = '', output = 'http_response: {}') 
   `name: p\ninput:\n  http_server:\n${input.replace(/^/gm, '    ')}\n${processors ? `pipeline:\n${processors.replace(/^/gm, '  ')}\n` : ''}output:\n  ${output}\ndead_letter:\n  http_response: {}\n`;
 
 describe('lint', () => {
+  it('reports cors origins that are not scheme://host[:port] or *', () => {
+    const problems = lint(pipeline(['routes:', '  - { method: GET, path: "/a" }', 'cors:', '  allowed_origins: ["http://localhost:8090, localhost:8090", "*", "http://x/path"]'].join('\n')));
+    expect(problems).toEqual([
+      expect.stringMatching(/^p\.yaml:7:25: "localhost:8090" is not an origin/),
+      expect.stringMatching(/^p\.yaml:7:71: "http:\/\/x\/path" is not an origin/),
+    ]);
+  });
+
   it('reports bad paths, duplicate routes and names, and a missing OpenAPI file, with their positions', () => {
     const problems = lint(
       pipeline(
