@@ -40,7 +40,7 @@ import { type LintIssue, defineInput } from '../../core/operator.ts';
 import { DEFAULT_BACKOFF, backoffDelay } from '../../core/retry.ts';
 import { Duration, Obj } from '../../core/schema.ts';
 import { sleeper } from '../../core/timers.ts';
-import { type SourceDef, type TableInfo, checkSourceTable, sourceSql } from './outbox-sql.ts';
+import { STATUS_VALUE_PATTERN, type SourceDef, type TableInfo, checkSourceTable, sourceSql } from './outbox-sql.ts';
 import { COLUMN_PATTERN, TABLE_PATTERN, createPool, describeTarget, missingColumns, quoteIdent, safeUrl, toRunnerError } from './pool.ts';
 
 const Column = (description: string, def: string) => Type.String({ pattern: COLUMN_PATTERN, description, default: def });
@@ -83,12 +83,24 @@ const source = Obj({
   marker: Obj(
     {
       column: Column('Column that says the row is published.', 'published_at'),
-      type: Type.Union([Type.Literal('timestamp'), Type.Literal('boolean')], {
+      type: Type.Union([Type.Literal('timestamp'), Type.Literal('boolean'), Type.Literal('status')], {
         default: 'timestamp',
-        description: '`timestamp`: NULL until published, then set to now(). `boolean`: false until published, then true. The column type is checked at startup.',
+        description:
+          '`timestamp`: NULL until published, then set to now(). `boolean`: false until published, then true. `status`: a text column, `pending` until published, then `published`, `failed` after the last attempt (the attempt columns below are kept in the row). The column type is checked at startup.',
       }),
+      pending: Type.String({ pattern: STATUS_VALUE_PATTERN, default: 'pending', description: 'Status marker: the value of a row waiting to be published (only these rows are claimed).' }),
+      published: Type.String({ pattern: STATUS_VALUE_PATTERN, default: 'published', description: 'Status marker: the value written once the message is done.' }),
+      failed: Type.String({ pattern: STATUS_VALUE_PATTERN, default: 'failed', description: 'Status marker: the value written after `max_attempts` failed attempts.' }),
+      published_at: OptionalColumn('Status marker: a timestamp column set to clock_timestamp() when the row is marked published (the acknowledgement time, not the claim time). Empty: none.'),
+      retry_count: OptionalColumn('Status marker: an integer column holding the failed attempts so far. Empty: none.'),
+      next_attempt_at: OptionalColumn('Status marker: a timestamp column; a pending row is claimed only once it is <= now(), and a failed attempt sets it to now + the backoff. Empty: none.'),
+      error_message: OptionalColumn('Status marker: a text column holding the last error (cleared when published). Empty: none.'),
     },
-    { default: { column: 'published_at', type: 'timestamp' }, description: 'The published marker, e.g. `{column: processed_at}` or `{column: published, type: boolean}`.' },
+    {
+      default: { column: 'published_at', type: 'timestamp', pending: 'pending', published: 'published', failed: 'failed', published_at: '', retry_count: '', next_attempt_at: '', error_message: '' },
+      description:
+        'The published marker, e.g. `{column: processed_at}`, `{column: published, type: boolean}` or `{column: status, type: status, published_at: published_at, retry_count: retry_count, next_attempt_at: next_attempt_at, error_message: error_message}`.',
+    },
   ),
   notify_channel: Type.String({
     default: '',
@@ -141,6 +153,10 @@ const config = Obj({
     default: 'relay_state',
     description: 'Per source: last poll time, events published, last error (migrations/services/0002). Empty: not kept.',
   }),
+  attempt_timeout: Duration(
+    'A message not done within this long counts as a failed attempt (error "not done within ..."), retried with backoff and given up after `max_attempts` like any failure; a done that comes later is ignored. For outputs that wait forever while their broker is away (mqtt). 0: off (the default).',
+    '0s',
+  ),
   stats_interval: Duration('How often the pending rows and the age of the oldest pending row are counted per source (metrics).', '5s'),
 });
 
@@ -159,6 +175,9 @@ interface Row {
   attempts: number;
   waiting?: boolean;
   dead?: boolean;
+  /** Set once the message settled or its attempt timed out: later outcomes are ignored. */
+  over?: boolean;
+  timer?: { unsubscribe(): void };
 }
 
 const sourceName = (s: SourceCfg) => s.name || s.table;
@@ -176,6 +195,15 @@ function lintConfig(cfg: Cfg): LintIssue[] {
     tables.set(s.table, i);
     const used = Object.entries(s.columns).filter(([, c]) => c !== '');
     if (used.some(([, c]) => c === s.marker.column)) issues.push({ path: ['sources', i, 'marker', 'column'], message: `marker column ${s.marker.column} is also mapped in columns` });
+    if (s.marker.type === 'status') {
+      const m = s.marker;
+      if (new Set([m.pending, m.published, m.failed]).size < 3) issues.push({ path: ['sources', i, 'marker'], message: 'marker pending, published and failed must be three different values' });
+      if (parseDuration(s.cleanup.older_than) > 0) issues.push({ path: ['sources', i, 'cleanup', 'older_than'], message: 'cleanup is not supported with marker type status (rows go on to other states after publishing)' });
+    } else {
+      for (const k of ['published_at', 'retry_count', 'next_attempt_at', 'error_message'] as const) {
+        if (s.marker[k]) issues.push({ path: ['sources', i, 'marker', k], message: `marker.${k} is only used with marker type status` });
+      }
+    }
   });
   return issues;
 }
@@ -220,6 +248,8 @@ export const postgresOutbox = defineInput({
       '',
       'Failures: a message that comes back failed, or done after the dead-letter output counted an attempt in `failures_table` (the relay pipeline\'s dead_letter output writes `outbox_relay.delivery_errors`, whose trigger counts it), is a failed attempt: the row stays unpublished, its aggregate waits `retry_backoff` (doubling), other aggregates go on. After `max_attempts` the event is dead-lettered: `dead_lettered_at` is set in `failures_table` with the attempts and the last error, it is no longer published, and the next events of its aggregate follow. The input itself rejects a text/bytea payload that is not JSON (unknown topic and too large come from the kafka output). With a dead_letter output that does not count attempts (e.g. a Kafka topic), a dead-lettered message counts as published.',
       '',
+      'Status marker (`marker.type: status`, e.g. a command outbox whose rows go on to other states): a text column holds `pending` until published; only pending rows whose `next_attempt_at` has come are claimed. On done the row becomes `published` with `published_at = clock_timestamp()` (the acknowledgement time). A failed attempt (the message came back failed, the dead-letter output counted it in `failures_table`, or it was not done within `attempt_timeout`) is written into the row too, in the transaction that records it in `failures_table`: `retry_count` = failed attempts, `error_message`, `next_attempt_at` = now + `retry_backoff` (doubling); after `max_attempts` the status becomes `failed` (the error kept). So attempts survive restarts, and the row alone says where a command stands. `attempt_timeout` is what turns an output that waits forever (mqtt while the broker is away: mqtt.js keeps the publish and sends it after reconnecting) into failed attempts; such a publish may still reach the broker later, after the row was given up (at-least-once: consumers drop repeats by id).',
+      '',
       'Readiness: not ready, with the reason, while a source\'s schema, table or a column is missing, a marker or other column has the wrong type, `failures_table` or `state_table` is missing (checked at startup and again with backoff, so `runner migrate` fixes it without a restart), when claiming fails (database away), and when no poll of a source completed within twice `poll_interval`. Other sources keep publishing meanwhile.',
       '',
       'Metrics per source: `runner_outbox_pending_rows`, `runner_outbox_oldest_pending_age_seconds` (every `stats_interval`), `runner_outbox_published_total`, `runner_outbox_failed_total`, `runner_outbox_dead_lettered_total`. `relay_state` keeps last poll time (at most once per poll_interval), events published and the last error per source. Cleanup (`cleanup.older_than`, off by default) deletes old published rows in small batches on its own connection.',
@@ -251,6 +281,7 @@ export const postgresOutbox = defineInput({
     const where = describeTarget(cfg.url);
     const pollMs = Math.max(1, parseDuration(cfg.poll_interval));
     const statsMs = Math.max(100, parseDuration(cfg.stats_interval));
+    const attemptTimeoutMs = parseDuration(cfg.attempt_timeout);
     const backoff = { initialMs: parseDuration(cfg.retry_backoff.initial), maxMs: parseDuration(cfg.retry_backoff.max), multiplier: 2, jitter: 0.2 };
     const metrics = outboxMetrics(ctx.metrics.registry);
     const pool = createPool(cfg.url, cfg.sources.length * cfg.max_in_flight + 2, (err) => log.warn({ err: safeUrl(errorMessage(err)) }, 'idle PostgreSQL connection failed'));
@@ -415,12 +446,27 @@ export const postgresOutbox = defineInput({
           attempt: row.attempts + 1,
         };
         if (row.correlation_id !== null && row.correlation_id !== undefined) meta.correlation_id = row.correlation_id;
-        const ack = ackHandle((outcome) => void settled(b, row, outcome.ok ? null : outcome.error));
+        const ack = ackHandle((outcome) => settleOnce(b, row, outcome.ok ? null : outcome.error));
         return { msg: createMsg(value, { key: row.aggregate_id, headers, meta, ack }), invalid };
+      };
+
+      /** The first outcome of a row's attempt counts: its message settling, or attempt_timeout. */
+      const settleOnce = (b: Batch, row: Row, error: unknown) => {
+        if (row.over) return;
+        row.over = true;
+        row.timer?.unsubscribe();
+        void settled(b, row, error);
       };
 
       const emit = (b: Batch, row: Row) => {
         b.outstanding++;
+        if (attemptTimeoutMs > 0) {
+          row.timer = ctx.scheduler.schedule(() => {
+            if (row.over) return;
+            log.warn({ source: b.src.def.name, event_id: row.event_id, aggregate_id: row.aggregate_id, attempt: row.attempts + 1 }, `outbox event not done within attempt_timeout ${cfg.attempt_timeout}; counted as a failed attempt`);
+            settleOnce(b, row, new RunnerError('WRITE_FAILED', `not done within attempt_timeout ${cfg.attempt_timeout} (the output could not deliver it, e.g. its broker is away)`, { retryable: true }));
+          }, attemptTimeoutMs);
+        }
         const { msg, invalid } = toMsg(b, row);
         if (invalid) ctx.reject(msg, invalid);
         else subscriber.next(msg);
@@ -487,12 +533,16 @@ export const postgresOutbox = defineInput({
           if (b.published.length) await b.client.query(sql.mark, [b.published.map((r) => r.event_id)]);
           for (const f of b.failed) {
             failedN++;
-            if (f.attempts >= cfg.max_attempts) {
+            const last = f.attempts >= cfg.max_attempts;
+            const ms = last ? 0 : backoffDelay(backoff, f.attempts);
+            // Status marker: the attempt is recorded in the row as well (retry_count, next_attempt_at,
+            // error_message; the status `failed` after the last one), in the same transaction.
+            if (sql.rowFailure) await b.client.query(sql.rowFailure, [f.row.event_id, f.attempts, f.error, ms, last]);
+            if (last) {
               deadN++;
               await b.client.query(sql.deadLetter, [s.def.name, f.row.event_id]);
               log.error({ source: s.def.name, event_id: f.row.event_id, aggregate_id: f.row.aggregate_id, attempts: f.attempts, err: f.error }, 'outbox event dead-lettered after its last attempt');
             } else {
-              const ms = backoffDelay(backoff, f.attempts);
               await b.client.query(sql.scheduleRetry, [s.def.name, f.row.event_id, ms]);
               log.warn({ source: s.def.name, event_id: f.row.event_id, aggregate_id: f.row.aggregate_id, attempts: f.attempts, retryInMs: ms, err: f.error }, 'outbox event failed; its aggregate waits for the retry');
             }

@@ -6,7 +6,26 @@
  */
 import { type Queryable, quoteIdent, quoteTable } from './pool.ts';
 
-export type MarkerType = 'timestamp' | 'boolean';
+export type MarkerType = 'timestamp' | 'boolean' | 'status';
+
+/**
+ * The marker of a source. `timestamp`/`boolean`: only `column` and `type` count. `status`: a text
+ * column holding `pending` until published, then `published`; `failed` after the last attempt.
+ * The attempt columns ('' = the table has none) mirror the failures table in the row itself:
+ * `retry_count` (failed attempts), `next_attempt_at` (rows are only claimed once it has come),
+ * `error_message` (the last error); `published_at` is set on publishing.
+ */
+export interface MarkerDef {
+  column: string;
+  type: MarkerType;
+  pending?: string;
+  published?: string;
+  failed?: string;
+  published_at?: string;
+  retry_count?: string;
+  next_attempt_at?: string;
+  error_message?: string;
+}
 
 export interface SourceColumns {
   id: string;
@@ -25,7 +44,7 @@ export interface SourceDef {
   name: string;
   table: string;
   columns: SourceColumns;
-  marker: { column: string; type: MarkerType };
+  marker: MarkerDef;
 }
 
 /** What the startup check learnt about a source's table. */
@@ -38,6 +57,23 @@ export interface TableInfo {
 }
 
 const TIMESTAMP_TYPES = new Set(['timestamptz', 'timestamp']);
+const INTEGER_TYPES = new Set(['int2', 'int4', 'int8', 'numeric']);
+/** A status value is written into the SQL as a literal: letters, digits, `_ . -` only (the config schema says so too). */
+export const STATUS_VALUE_PATTERN = '^[A-Za-z0-9_.-]{1,64}$';
+const literal = (v: string): string => {
+  if (!new RegExp(STATUS_VALUE_PATTERN).test(v)) throw new Error(`status value ${JSON.stringify(v)} is not allowed`);
+  return `'${v}'`;
+};
+/** The attempt columns of a status marker that are configured, with the type class each needs. */
+function statusColumns(m: MarkerDef): [string, string, 'timestamp' | 'integer' | 'text'][] {
+  if (m.type !== 'status') return [];
+  const out: [string, string, 'timestamp' | 'integer' | 'text'][] = [];
+  if (m.published_at) out.push(['published_at', m.published_at, 'timestamp']);
+  if (m.retry_count) out.push(['retry_count', m.retry_count, 'integer']);
+  if (m.next_attempt_at) out.push(['next_attempt_at', m.next_attempt_at, 'timestamp']);
+  if (m.error_message) out.push(['error_message', m.error_message, 'text']);
+  return out;
+}
 const JSON_TYPES = new Set(['json', 'jsonb']);
 const TEXT_TYPES = new Set(['text', 'varchar', 'bpchar']);
 
@@ -64,7 +100,7 @@ export async function checkSourceTable(db: Queryable, s: SourceDef): Promise<{ i
   );
   const byName = new Map<string, { typname: string; type: string }>(cols.map((c: { attname: string; typname: string; type: string }) => [c.attname, c]));
   const wanted = Object.entries(s.columns).filter(([, c]) => c !== '');
-  const missing = [...wanted.map(([, c]) => c), s.marker.column].filter((c) => !byName.has(c));
+  const missing = [...wanted.map(([, c]) => c), s.marker.column, ...statusColumns(s.marker).map(([, c]) => c)].filter((c) => !byName.has(c));
   if (missing.length) return { problem: `table ${s.table} has no column ${[...new Set(missing)].join(', ')}` };
   const typeOf = (c: string) => byName.get(c)!;
   const m = typeOf(s.marker.column);
@@ -73,6 +109,14 @@ export async function checkSourceTable(db: Queryable, s: SourceDef): Promise<{ i
   }
   if (s.marker.type === 'boolean' && m.typname !== 'bool') {
     return { problem: `marker column ${s.table}.${s.marker.column} is ${m.type}, not boolean; set marker.type: timestamp for a timestamp column that is NULL until published` };
+  }
+  if (s.marker.type === 'status' && !TEXT_TYPES.has(m.typname)) {
+    return { problem: `marker column ${s.table}.${s.marker.column} is ${m.type}, not text; a status marker needs a text column (${s.marker.pending} until published)` };
+  }
+  for (const [role, col, kind] of statusColumns(s.marker)) {
+    const t = typeOf(col);
+    const ok = kind === 'timestamp' ? TIMESTAMP_TYPES.has(t.typname) : kind === 'integer' ? INTEGER_TYPES.has(t.typname) : TEXT_TYPES.has(t.typname);
+    if (!ok) return { problem: `column ${s.table}.${col} (marker.${role}) is ${t.type}, not ${kind}` };
   }
   const created = typeOf(s.columns.created_at);
   if (!TIMESTAMP_TYPES.has(created.typname)) return { problem: `column ${s.table}.${s.columns.created_at} (created_at) is ${created.type}, not a timestamp` };
@@ -93,7 +137,14 @@ export function sourceSql(s: SourceDef, info: TableInfo, tables: { failures: str
   const c = s.columns;
   const q = quoteIdent;
   const m = q(s.marker.column);
-  const unpublished = (a: string) => (s.marker.type === 'timestamp' ? `${a}.${m} IS NULL` : `NOT ${a}.${m}`);
+  const mk = s.marker;
+  const status = mk.type === 'status';
+  const unpublished = (a: string) => (mk.type === 'timestamp' ? `${a}.${m} IS NULL` : mk.type === 'boolean' ? `NOT ${a}.${m}` : `${a}.${m} = ${literal(mk.pending!)}`);
+  // Status marker with next_attempt_at: a row waits in the row itself too (attempts survive in the table).
+  const rowDue = (a: string) => (status && mk.next_attempt_at ? ` AND ${a}.${q(mk.next_attempt_at)} <= now()` : '');
+  const rowWaiting = (a: string) => (status && mk.next_attempt_at ? ` OR ${a}.${q(mk.next_attempt_at)} > now()` : '');
+  const idIn = `${q(c.id)} = ANY($1::text[]::${info.idType}[])`;
+  const idIs = (n: number) => `${q(c.id)} = $${n}::text::${info.idType}`;
   const order = (a: string) => `${a}.${q(c.created_at)}, ${a}.${q(c.id)}`;
   const select = (a: string) =>
     [
@@ -120,7 +171,7 @@ export function sourceSql(s: SourceDef, info: TableInfo, tables: { failures: str
     claimHeads: `SELECT ${select('r')}
   FROM ${t} r
   LEFT JOIN ${f} f ON f.source = $1 AND f.event_id = r.${q(c.id)}::text
- WHERE ${unpublished('r')}
+ WHERE ${unpublished('r')}${rowDue('r')}
    AND (f.event_id IS NULL OR (f.dead_lettered_at IS NULL AND (f.next_attempt_at IS NULL OR f.next_attempt_at <= now())))
    AND NOT EXISTS (
      SELECT 1 FROM ${t} p
@@ -131,14 +182,29 @@ export function sourceSql(s: SourceDef, info: TableInfo, tables: { failures: str
  LIMIT $2
  FOR UPDATE OF r SKIP LOCKED`,
     /** Unpublished events of aggregates this relay owns (their heads are locked by it), in order. $1 source, $2 aggregate ids, $3 limit. */
-    followers: `SELECT ${select('r')}, (f.next_attempt_at IS NOT NULL AND f.next_attempt_at > now()) AS waiting, (f.dead_lettered_at IS NOT NULL) AS dead
+    followers: `SELECT ${select('r')}, (f.next_attempt_at IS NOT NULL AND f.next_attempt_at > now()${rowWaiting('r')}) AS waiting, (f.dead_lettered_at IS NOT NULL) AS dead
   FROM ${t} r
   LEFT JOIN ${f} f ON f.source = $1 AND f.event_id = r.${q(c.id)}::text
  WHERE r.${q(c.aggregate_id)} = ANY($2) AND ${unpublished('r')}
  ORDER BY ${order('r')}
  LIMIT $3`,
     /** $1 ids (as text). */
-    mark: `UPDATE ${t} SET ${m} = ${s.marker.type === 'timestamp' ? 'now()' : 'true'} WHERE ${q(c.id)} = ANY($1::text[]::${info.idType}[])`,
+    mark: status
+      ? `UPDATE ${t} SET ${m} = ${literal(mk.published!)}${mk.published_at ? `, ${q(mk.published_at)} = clock_timestamp()` : ''}${mk.error_message ? `, ${q(mk.error_message)} = NULL` : ''} WHERE ${idIn} AND ${m} = ${literal(mk.pending!)}`
+      : `UPDATE ${t} SET ${m} = ${s.marker.type === 'timestamp' ? 'now()' : 'true'} WHERE ${idIn}`,
+    /**
+     * Status marker: a failed attempt recorded in the row. $1 id, $2 attempts so far, $3 error,
+     * $4 retry delay in ms (measured from now, the end of the attempt), $5 whether it was the last
+     * attempt (the row becomes `failed`). Empty when the marker is not a status.
+     */
+    rowFailure: status
+      ? `UPDATE ${t} SET ${[
+          `${m} = CASE WHEN $5::boolean THEN ${literal(mk.failed!)} ELSE ${m} END`,
+          ...(mk.retry_count ? [`${q(mk.retry_count)} = $2::integer`] : []),
+          ...(mk.error_message ? [`${q(mk.error_message)} = $3::text`] : []),
+          ...(mk.next_attempt_at ? [`${q(mk.next_attempt_at)} = CASE WHEN $5::boolean THEN ${q(mk.next_attempt_at)} ELSE clock_timestamp() + make_interval(secs => $4::float8 / 1000) END`] : []),
+        ].join(', ')} WHERE ${idIs(1)} AND ${m} = ${literal(mk.pending!)}`
+      : '',
     /** Attempts recorded so far. $1 source, $2 event ids. */
     attempts: `SELECT event_id, attempts, last_error, last_error_code FROM ${f} WHERE source = $1 AND event_id = ANY($2::text[])`,
     /** A failed attempt the relay saw itself (the message was nacked). $1 source, $2 event id, $3 error, $4 code. */
@@ -152,10 +218,10 @@ export function sourceSql(s: SourceDef, info: TableInfo, tables: { failures: str
     /** $1 source. */
     stats: `SELECT count(*)::bigint AS pending, extract(epoch FROM now() - min(r.${q(c.created_at)}))::float8 AS oldest_age
   FROM ${t} r WHERE ${unpublished('r')} AND NOT ${deadLettered('r', 'd')}`,
-    /** Published rows older than $1 ms, at most $2 of them, skipping rows someone holds. */
+    /** Published rows older than $1 ms, at most $2 of them, skipping rows someone holds. Status marker: never (lint refuses cleanup there). */
     cleanup: `DELETE FROM ${t} WHERE ctid = ANY(ARRAY(
   SELECT ctid FROM ${t}
-   WHERE ${s.marker.type === 'timestamp' ? `${m} IS NOT NULL AND ${m}` : `${m} AND ${q(c.created_at)}`} < now() - make_interval(secs => $1::float8 / 1000)
+   WHERE ${status ? 'false AND $1::float8 IS NOT NULL' : `${s.marker.type === 'timestamp' ? `${m} IS NOT NULL AND ${m}` : `${m} AND ${q(c.created_at)}`} < now() - make_interval(secs => $1::float8 / 1000)`}
    LIMIT $2 FOR UPDATE SKIP LOCKED))`,
     ...stateSql(tables.state),
   };

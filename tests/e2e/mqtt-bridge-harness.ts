@@ -158,8 +158,9 @@ export class RunnerProcess {
   /** Error lines of kafkajs about connections and sends (it retries them itself). */
   kafkaErrors = 0;
 
-  constructor(file: string, readonly name: string, env: Record<string, string> = {}) {
-    this.child = spawn(process.execPath, [join(ROOT, 'bin/runner.mjs'), 'start', file], {
+  /** `file`: one pipeline file, or several run in one process. */
+  constructor(file: string | string[], readonly name: string, env: Record<string, string> = {}) {
+    this.child = spawn(process.execPath, [join(ROOT, 'bin/runner.mjs'), 'start', ...(Array.isArray(file) ? file : [file])], {
       cwd: ROOT,
       env: { ...process.env, RUNNER_HTTP_PORT: '0', RUNNER_HTTP_HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
       stdio: ['ignore', 'ignore', 'pipe'],
