@@ -223,6 +223,9 @@ describe('migrations/heatpump_settings on an empty database', () => {
     expect(await columns(db, 'public', 'outbox')).toEqual({
       id: 'bigint not null',
       aggregate_id: 'text not null',
+      // 0002: what the postgres_outbox input reads
+      aggregate_type: 'text not null',
+      event_type: 'text not null',
       payload: 'jsonb not null',
       status: 'text not null',
       created_at: 'timestamp with time zone not null',
