@@ -1,0 +1,24 @@
+# The runner image: one image, every pipeline (`runner start <pipeline>` as the command).
+# Built from the sources; the TypeScript is bundled once at build time (bin/runner.mjs).
+FROM node:20-bookworm-slim
+WORKDIR /app
+ENV NODE_ENV=production
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund
+COPY runner.ts topics.yaml ./
+COPY bin ./bin
+COPY core ./core
+COPY operators ./operators
+COPY simulator ./simulator
+COPY pipelines ./pipelines
+COPY schemas ./schemas
+COPY migrations ./migrations
+COPY dashboard ./dashboard
+# Bundle now, so a container starts without writing into the image.
+RUN node bin/runner.mjs list > /dev/null
+USER node
+EXPOSE 4195
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+  CMD node -e "fetch('http://127.0.0.1:'+(process.env.RUNNER_HTTP_PORT||4195)+'/health/ready').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
+ENTRYPOINT ["node", "bin/runner.mjs"]
+CMD ["--help"]
