@@ -1,11 +1,16 @@
 // The heat-pump dashboard: live values over the WebSocket of pipelines/realtime-fanout.yaml, a
 // chart from the history API, and the settings form of the command loop. No framework, no build.
 //
-// Where the APIs are: ?api=<base URL> (default: this host, port 8080) and ?token=<bearer token>
-// for the WebSocket when REALTIME_TOKEN is set.
+// Served by realtime-fanout (port 8090) at /; the APIs are other processes on other ports, called
+// cross-origin (their http_server inputs allow this page's origin, `cors` / DASHBOARD_ORIGINS):
+//   ?api=<base URL>      the settings API (pipelines/settings-api.yaml), default this host, port 8080
+//   ?history=<base URL>  the history API (pipelines/history-api.yaml), default this host, port 8082
+//   ?token=<token>       bearer token for the WebSocket when REALTIME_TOKEN is set
 
 const params = new URLSearchParams(location.search);
-const API = (params.get('api') ?? `${location.protocol}//${location.hostname}:8080`).replace(/\/$/, '');
+const base = (name, port) => (params.get(name) ?? `${location.protocol}//${location.hostname}:${port}`).replace(/\/$/, '');
+const API = base('api', 8080);
+const HISTORY_API = base('history', 8082);
 const TOKEN = params.get('token');
 const POLL_MS = 2000;
 const CONFIRM_TIMEOUT_MS = 60_000;
@@ -49,6 +54,24 @@ function fillDevices(select) {
     if (have.has(id)) continue;
     select.append(new Option(id, id));
     if (select.options.length === 1) select.dispatchEvent(new Event('change'));
+  }
+}
+
+/** The newest heat-pump message of each device from the last hour (same origin), before the WebSocket has any. */
+async function loadRecent() {
+  try {
+    const res = await fetch(new URL('/api/v1/heatpump/realtime/last-hour?topic=heatpump-realtime', location.href));
+    if (!res.ok) return;
+    const { messages = [] } = await res.json();
+    for (const m of messages) {
+      const id = m.data?.device_id;
+      if (!id) continue;
+      const at = new Date(m.time);
+      if (!devices.has(id) || devices.get(id).at <= at) devices.set(id, { data: m.data, at });
+    }
+    scheduleRender();
+  } catch {
+    // live values come over the WebSocket anyway
   }
 }
 
@@ -110,11 +133,11 @@ async function loadHistory() {
   const q = new URLSearchParams({ device_id: device, start: start.toISOString(), end: end.toISOString(), bucket });
   const status = $('#history-status');
   try {
-    const res = await fetch(`${API}/api/v1/heatpump/history?${q}`);
+    const res = await fetch(`${HISTORY_API}/api/v1/heatpump/history?${q}`);
     const body = await res.json();
-    if (!res.ok) throw new Error(body.error ?? res.statusText);
+    if (!res.ok) throw new Error(body.problems?.join('; ') ?? body.error ?? res.statusText);
     drawChart(body.points ?? [], start, end);
-    status.textContent = `${(body.points ?? []).length} points, ${bucket} buckets`;
+    status.textContent = `${(body.points ?? []).length} points, ${bucket} buckets (${body.source})`;
   } catch (err) {
     status.textContent = `history unavailable: ${err.message}`;
   }
@@ -126,7 +149,7 @@ function drawChart(points, start, end) {
   const values = points.flatMap((p) => SERIES.map(([k]) => p[k]).filter((v) => typeof v === 'number'));
   const lo = values.length ? Math.floor(Math.min(...values) - 1) : 0;
   const hi = values.length ? Math.ceil(Math.max(...values) + 1) : 40;
-  const x = (t) => P + ((new Date(t) - start) / (end - start)) * (W - 2 * P);
+  const x = (t) => P + Math.max(0, (new Date(t) - start) / (end - start)) * (W - 2 * P); // a first bucket may begin before start
   const y = (v) => H - P - ((v - lo) / (hi - lo || 1)) * (H - 2 * P);
   const ns = 'http://www.w3.org/2000/svg';
   const el = (name, attrs) => {
@@ -139,6 +162,11 @@ function drawChart(points, start, end) {
     const t = el('text', { x: 2, y: y(v) + 4, class: 'tick' });
     t.textContent = v.toFixed(0);
     children.push(t);
+  }
+  for (const [t, anchor] of [[start, 'start'], [end, 'end']]) {
+    const label = el('text', { x: x(t), y: H - 8, class: 'tick', 'text-anchor': anchor });
+    label.textContent = t.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+    children.push(label);
   }
   for (const [key, cls] of SERIES) {
     const pts = points.filter((p) => typeof p[key] === 'number').map((p) => `${x(p.time).toFixed(1)},${y(p[key]).toFixed(1)}`);
@@ -161,6 +189,8 @@ async function loadSchema() {
   } catch {
     patchSchema = null; // the API answers with every problem anyway
   }
+  // Where the form's rules come from: the API's document, or none (the API checks alone).
+  $('#settings-form').dataset.rules = patchSchema ? 'api' : 'none';
 }
 
 function resolveRef(doc, ref) {
@@ -251,6 +281,7 @@ async function save(ev) {
       showStatus('updated', 'Settings updated: the heat pump confirmed them.');
       current = { ...current, ...body };
     } else if (outcome.status === 'timeout') showStatus('timeout', 'No confirmation from the heat pump within 60 s.');
+    else if (outcome.status === 'superseded') showStatus('failed', 'Replaced by a newer change before it was sent.');
     else showStatus('failed', `Failed: ${outcome.status}${outcome.error_message ? `: ${outcome.error_message}` : ''}`);
   } catch (err) {
     showStatus('failed', `Failed: ${err.message}`);
@@ -268,7 +299,7 @@ async function follow(id) {
     if (!res?.ok) continue;
     const row = await res.json();
     if (['confirmed', 'failed', 'timed_out', 'superseded'].includes(row.status)) return row;
-    if (row.status === 'published') showStatus('sending', 'Sent; waiting for the heat pump to confirm…');
+    if (row.status === 'published') showStatus('sending', 'Sending to heatpump… (sent, waiting for its confirmation)');
   }
   return { status: 'timeout' };
 }
@@ -281,4 +312,5 @@ $('#settings-device').addEventListener('change', loadSettings);
 $('#settings-form').addEventListener('submit', save);
 setInterval(loadHistory, 60_000);
 loadSchema();
+loadRecent();
 connect();
