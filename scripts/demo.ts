@@ -1,13 +1,16 @@
 /**
- * The demo: simulated heat pumps through the bridge into Kafka and on into PostgreSQL.
+ * The demo: the whole stack doing its job on simulated heat pumps, every pipeline in one runner.
  *
  *   runner simulate (5 heat pumps with energy meters and room sensors, over MQTT, QoS 1)
- *     -> Mosquitto -> runner start mqtt-bridge mqtt-realtime telemetry-sink settings-sink
- *        (one process, four pipelines)
+ *     -> Mosquitto -> mqtt-bridge, mqtt-realtime
  *     -> Kafka: homelab-heatpump-telemetry, homelab-heatpump-settings, homelab-energy-realtime,
  *        homelab-temperature, heatpump-realtime, energy-realtime; bad payloads -> homelab-dead-letter
- *     -> PostgreSQL: telemetry.heatpump, telemetry.energy_consumption, telemetry.temperature,
- *        heatpump_settings.settings (after `runner migrate`)
+ *     -> telemetry-sink, settings-sink -> PostgreSQL: telemetry.heatpump, .energy_consumption,
+ *        .temperature, heatpump_settings.settings (after `runner migrate`)
+ *   a settings change through the API (settings-api) -> command-dispatch -> MQTT -> the simulated
+ *     device -> its telemetry -> command-confirm: the command's path to `confirmed`
+ *   outbox events written into the four service schemas -> outbox-relay -> Kafka
+ *   realtime-fanout serves the dashboard and the WebSocket; history-api the history
  *
  * and a report read back from Kafka. Run it with `bash scripts/demo` (which starts the local stack
  * first). Ctrl-C stops it cleanly.
@@ -66,6 +69,8 @@ const before = await offsets();
 
 const telemetryDb = new pg.Client({ connectionString: process.env.TELEMETRY_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/telemetry' });
 const settingsDb = new pg.Client({ connectionString: process.env.HEATPUMP_SETTINGS_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/heatpump_settings' });
+// A lost connection fails the query that needs it (and the demo with a message), never the process.
+for (const c of [telemetryDb, settingsDb]) c.on('error', (err) => say(`demo: PostgreSQL connection lost: ${err.message}`));
 await telemetryDb.connect();
 await settingsDb.connect();
 const TABLES = ['heatpump', 'energy_consumption', 'temperature'] as const;
@@ -78,8 +83,21 @@ const rowCounts = async () => {
 };
 const rowsBefore = await rowCounts();
 
-const PIPELINES = ['mqtt-bridge', 'mqtt-realtime', 'telemetry-sink', 'settings-sink'];
-say(`== runner start ${PIPELINES.join(' ')}   (four pipelines in one process)`);
+const PIPELINES = [
+  'mqtt-bridge',
+  'mqtt-realtime',
+  'telemetry-sink',
+  'settings-sink',
+  'settings-api',
+  'command-dispatch',
+  'command-confirm',
+  'command-timeouts',
+  'command-events',
+  'outbox-relay',
+  'realtime-fanout',
+  'history-api',
+];
+say(`== runner start ${PIPELINES.join(' ')}   (${PIPELINES.length} pipelines in one process)`);
 const runner = spawn(process.execPath, ['bin/runner.mjs', 'start', ...PIPELINES], { env: { ...process.env, RUNNER_HTTP_PORT: '0' }, stdio: ['ignore', 'ignore', 'pipe'] });
 children.push(runner);
 let http = '';
@@ -188,6 +206,82 @@ for (const t of ['homelab-heatpump-telemetry', 'homelab-dead-letter']) {
 await Promise.race([got, new Promise((res) => setTimeout(res, 10_000))]);
 await consumer.disconnect();
 
+// ---- System 4: outbox events of the four services, relayed to Kafka ----------------------------
+const servicesDb = new pg.Client({ connectionString: process.env.SERVICES_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/services' });
+servicesDb.on('error', (err) => say(`demo: PostgreSQL connection lost: ${err.message}`));
+await servicesDb.connect();
+const SOURCES = [
+  { table: 'whatsapp_handler.outbox_events', marker: 'published_at IS NOT NULL', event: 'user.verified', correlation: true },
+  { table: 'darwin_ingestor.outbox_events', marker: 'published_at IS NOT NULL', event: 'delay.detected', correlation: false },
+  { table: 'journey_matcher.outbox', marker: 'processed_at IS NOT NULL', event: 'journey.matched', correlation: true },
+  { table: 'data_retention.outbox', marker: 'published', event: 'cleanup.completed', correlation: false },
+];
+say('== 5 outbox events written into each of the four service schemas (outbox-relay publishes them)');
+const eventIds = new Map<string, string[]>();
+for (const src of SOURCES) {
+  const ids: string[] = [];
+  for (let i = 0; i < 5; i++) {
+    const { rows } = await servicesDb.query(
+      `INSERT INTO ${src.table} (aggregate_id, aggregate_type, event_type, payload${src.correlation ? ', correlation_id' : ''}) VALUES ($1, 'demo', $2, $3${src.correlation ? ', $4' : ''}) RETURNING id`,
+      [`demo-${runId}-${i % 2}`, src.event, JSON.stringify({ demo: runId, n: i }), ...(src.correlation ? [`corr-${runId}`] : [])],
+    );
+    ids.push(rows[0].id);
+  }
+  eventIds.set(src.table, ids);
+}
+const relayed = new Map<string, number>();
+for (let i = 0; ; i++) {
+  for (const src of SOURCES) {
+    const { rows } = await servicesDb.query(`SELECT count(*)::int AS n FROM ${src.table} WHERE id = ANY($1::uuid[]) AND ${src.marker}`, [eventIds.get(src.table)]);
+    relayed.set(src.table, rows[0].n);
+  }
+  if ([...relayed.values()].every((n) => n === 5)) break;
+  if (i > 600) fail(`timed out waiting for the outbox relay: ${JSON.stringify(Object.fromEntries(relayed))}`);
+  await new Promise((res) => setTimeout(res, 100));
+}
+await servicesDb.end();
+
+// ---- System 3: a settings change, from the API to the device and back -------------------------
+say('== a settings change through the API: PATCH /api/v1/heatpump/settings/device-001');
+const answering = spawn(process.execPath, ['bin/runner.mjs', 'simulate', '--devices', String(devices), '--rate', '20', '--duration', '120s', '--client-id', `demo-devices-${runId}`], { stdio: 'ignore' });
+children.push(answering);
+const api = `http://127.0.0.1:${process.env.SETTINGS_API_PORT ?? 8080}`;
+const before3 = await fetch(`${api}/api/v1/heatpump/settings/device-001`).then((r) => r.json() as Promise<{ indoor_target_temp?: number }>);
+const target = before3.indoor_target_temp === 22 ? 22.5 : 22;
+const t0 = Date.now();
+const patch = await fetch(`${api}/api/v1/heatpump/settings/device-001`, { method: 'PATCH', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ indoor_target_temp: target }) });
+const accepted = (await patch.json()) as { outbox_id?: number; outbox_status?: string };
+say(`   ${patch.status} ${JSON.stringify(accepted)}`);
+const path: string[] = [`${patch.status === 202 ? 'pending' : `HTTP ${patch.status}`} at +0 ms`];
+let finalStatus = 'none';
+if (patch.status === 202) {
+  let last = 'pending';
+  for (;;) {
+    const row = (await fetch(`${api}/api/v1/heatpump/settings/outbox/${accepted.outbox_id}`).then((r) => r.json())) as { status: string; error_message?: string };
+    if (row.status !== last) {
+      last = row.status;
+      path.push(`${row.status} at +${Date.now() - t0} ms${row.error_message ? ` (${row.error_message})` : ''}`);
+    }
+    if (['confirmed', 'failed', 'timed_out', 'superseded'].includes(row.status) || Date.now() - t0 > 75_000) break;
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  finalStatus = last;
+}
+answering.kill('SIGTERM');
+const ws = await new Promise<string>((resolve) => {
+  // One live frame from the dashboard's WebSocket.
+  const sock = new WebSocket(`ws://127.0.0.1:${process.env.REALTIME_PORT ?? 8090}/ws?topics=heatpump-realtime`);
+  const timer = setTimeout(() => resolve('(no live frame within 5 s: the simulator has stopped)'), 5000);
+  sock.addEventListener('message', (ev) => {
+    const f = JSON.parse(String(ev.data));
+    if (f.type !== 'message') return;
+    clearTimeout(timer);
+    sock.close();
+    resolve(`${f.topic} ${f.device}: ${JSON.stringify(f.data).slice(0, 100)}...`);
+  });
+  sock.addEventListener('error', () => resolve('(the WebSocket did not answer)'));
+});
+
 const metrics = (await fetch(`http://${http}/metrics`).then((r) => r.text())).split('\n').filter((l) => /^runner_component_sent_total\{[^}]*kind="output"/.test(l) || l.startsWith('runner_dead_letter_total{'));
 
 say('');
@@ -205,6 +299,11 @@ say('newest heat-pump rows:');
 for (const r of latest) say(`  ${JSON.stringify(r)}`);
 say('heatpump_settings.settings (one row per device, the newest reported state):');
 for (const r of settingsRows) say(`  ${JSON.stringify(r)}`);
+say(`outbox events relayed to Kafka (per service schema, of 5 written):`);
+for (const [t, n] of relayed) say(`  ${t.padEnd(32)} ${n}`);
+say(`the command's path (outbox id ${accepted.outbox_id ?? '-'}, indoor_target_temp -> ${target}):`);
+for (const p of path) say(`  ${p}`);
+say(`a live frame of the dashboard's WebSocket: ${ws}`);
 say('metrics (/metrics):');
 for (const l of metrics) say(`  ${l}`);
 say('');
@@ -212,6 +311,14 @@ say('inspect the topics yourself:');
 say(`  kcat -b ${brokers[0]} -C -t homelab-heatpump-telemetry -o -5 -e -f '%k: %s\\n'          (locally)`);
 say(`  rpk topic consume homelab-heatpump-telemetry --num 5 --format '%k: %v\\n'         (against Redpanda)`);
 say('  rpk topic list; rpk topic describe heatpump-realtime; rpk group describe <group>');
+say('');
+say(`dashboard: http://127.0.0.1:${process.env.REALTIME_PORT ?? 8090}/   settings API: ${api}/api/v1/openapi.json   (run \`bash scripts/demo --keep\` to keep everything running until Ctrl-C)`);
+if (process.argv.includes('--keep')) {
+  say('running; Ctrl-C stops the runner (it drains and commits)');
+  const keepSim = spawn(process.execPath, ['bin/runner.mjs', 'simulate', '--devices', String(devices), '--rate', '10', '--client-id', `demo-keep-${runId}`], { stdio: 'ignore' });
+  children.push(keepSim);
+  await new Promise(() => undefined);
+}
 
 stopping = true;
 runner.kill('SIGTERM');
@@ -220,6 +327,6 @@ say(`runner stopped on SIGTERM with exit code ${code} (0 = drained, every MQTT m
 await admin.disconnect();
 await telemetryDb.end();
 await settingsDb.end();
-const ok = TOPICS.every((t) => d[t] === want[t]) && TABLES.every((t) => rowDelta()[t] === per) && code === 0;
+const ok = TOPICS.every((t) => d[t] === want[t]) && TABLES.every((t) => rowDelta()[t] === per) && [...relayed.values()].every((n) => n === 5) && finalStatus === 'confirmed' && code === 0;
 if (!ok) say('demo: some counts differ from what was published (duplicates are possible after a crash, never losses)');
 process.exit(code === 0 ? 0 : 1);
