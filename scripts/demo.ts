@@ -21,6 +21,7 @@ import { createInterface } from 'node:readline';
 import kafkajs from 'kafkajs';
 import mqtt from 'mqtt';
 import pg from 'pg';
+import WebSocket from 'ws';
 
 const { Kafka, logLevel } = kafkajs;
 const say = (s: string) => process.stdout.write(`${s}\n`);
@@ -38,6 +39,10 @@ function fail(why: string): never {
   for (const c of children) c.kill('SIGTERM');
   process.exit(1);
 }
+// However the demo ends, its runner and simulators end with it.
+process.on('exit', () => {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
+});
 process.on('SIGINT', () => {
   say('\ndemo: Ctrl-C: stopping the runner (it drains and commits) ...');
   for (const c of children) c.kill('SIGTERM');
@@ -243,8 +248,17 @@ await servicesDb.end();
 
 // ---- System 3: a settings change, from the API to the device and back -------------------------
 say('== a settings change through the API: PATCH /api/v1/heatpump/settings/device-001');
-const answering = spawn(process.execPath, ['bin/runner.mjs', 'simulate', '--devices', String(devices), '--rate', '20', '--duration', '120s', '--client-id', `demo-devices-${runId}`], { stdio: 'ignore' });
+const answering = spawn(process.execPath, ['bin/runner.mjs', 'simulate', '--devices', String(devices), '--rate', '20', '--duration', '120s', '--client-id', `demo-devices-${runId}`], { stdio: ['ignore', 'ignore', 'pipe'] });
 children.push(answering);
+// The devices must be connected (subscribed to their command topics) before the command goes out.
+await new Promise<void>((resolve) => {
+  // The simulator reports on stderr: progress each second, and each command it acts on.
+  createInterface({ input: answering.stderr! }).on('line', (line) => {
+    if (/published=\d+/.test(line)) resolve();
+    if (/command/.test(line)) say(`   device: ${line.replace(/^simulate: /, '')}`);
+  });
+  answering.once('exit', () => resolve());
+});
 const api = `http://127.0.0.1:${process.env.SETTINGS_API_PORT ?? 8080}`;
 const before3 = await fetch(`${api}/api/v1/heatpump/settings/device-001`).then((r) => r.json() as Promise<{ indoor_target_temp?: number }>);
 const target = before3.indoor_target_temp === 22 ? 22.5 : 22;
@@ -267,20 +281,20 @@ if (patch.status === 202) {
   }
   finalStatus = last;
 }
-answering.kill('SIGTERM');
 const ws = await new Promise<string>((resolve) => {
   // One live frame from the dashboard's WebSocket.
   const sock = new WebSocket(`ws://127.0.0.1:${process.env.REALTIME_PORT ?? 8090}/ws?topics=heatpump-realtime`);
   const timer = setTimeout(() => resolve('(no live frame within 5 s: the simulator has stopped)'), 5000);
-  sock.addEventListener('message', (ev) => {
-    const f = JSON.parse(String(ev.data));
+  sock.on('message', (data) => {
+    const f = JSON.parse(String(data));
     if (f.type !== 'message') return;
     clearTimeout(timer);
     sock.close();
     resolve(`${f.topic} ${f.device}: ${JSON.stringify(f.data).slice(0, 100)}...`);
   });
-  sock.addEventListener('error', () => resolve('(the WebSocket did not answer)'));
+  sock.on('error', () => resolve('(the WebSocket did not answer)'));
 });
+answering.kill('SIGTERM');
 
 const metrics = (await fetch(`http://${http}/metrics`).then((r) => r.text())).split('\n').filter((l) => /^runner_component_sent_total\{[^}]*kind="output"/.test(l) || l.startsWith('runner_dead_letter_total{'));
 
