@@ -33,6 +33,12 @@ export interface Msg {
   ack: AckHandle;
   /** When the input created it (ms since epoch); for latency metrics. */
   createdAt: number;
+  /**
+   * The bytes `value` was parsed from, set by inputs that parse JSON. While the value is still that
+   * very object (no step replaced it: steps never change a value in place), outputs write these
+   * bytes instead of serialising the value again.
+   */
+  source?: { value: unknown; bytes: Buffer };
 }
 
 export type AckOutcome = { ok: true } | { ok: false; error: unknown };
@@ -88,6 +94,12 @@ export function createMsg(
 /** A copy with a new value (and optionally key/headers/meta), keeping the same ack handle. */
 export function withValue(msg: Msg, value: unknown, patch: Partial<Pick<Msg, 'key' | 'headers' | 'meta'>> = {}): Msg {
   return { ...msg, ...patch, value };
+}
+
+/** The message's value for the wire: its source bytes while the value is unchanged, else valueToBuffer. */
+export function msgBytes(msg: Pick<Msg, 'value' | 'source'>): Buffer {
+  if (msg.source !== undefined && msg.source.value === msg.value && msg.value !== null && typeof msg.value === 'object') return msg.source.bytes;
+  return valueToBuffer(msg.value);
 }
 
 /** Serialise a value for the wire: bytes stay bytes, strings stay strings, the rest is JSON. */

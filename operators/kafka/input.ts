@@ -328,6 +328,7 @@ export const kafka = defineInput({
           }
           try {
             msg.value = bufferToValue(m.value, cfg.value_format as 'json' | 'auto' | 'string' | 'bytes');
+            if (m.value && msg.value !== null && typeof msg.value === 'object' && !Buffer.isBuffer(msg.value)) msg.source = { value: msg.value, bytes: m.value };
           } catch (err) {
             // Not JSON under `json`: to the dead letters with the raw bytes; done once stored there.
             msg.value = m.value;

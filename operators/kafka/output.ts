@@ -7,7 +7,7 @@ import { parseDuration } from '../../core/duration.ts';
 import { RunnerError, errorMessage } from '../../core/errors.ts';
 import { LATER, compileExpression, compileTemplate } from '../../core/expression.ts';
 import { COMPRESSION, registerCodecs } from './codecs.ts';
-import { type Msg, msgSize, valueToBuffer } from '../../core/message.ts';
+import { type Msg, msgBytes, msgSize } from '../../core/message.ts';
 import { defineOutput } from '../../core/operator.ts';
 import { DEFAULT_BACKOFF, backoffDelay, retryWithBackoff } from '../../core/retry.ts';
 import { Duration, Expr, Obj, Template } from '../../core/schema.ts';
@@ -194,7 +194,7 @@ export const kafka = defineOutput({
     const sizeOf = (msg: Msg): number => {
       let buf: Buffer;
       try {
-        buf = valueToBuffer(msg.value);
+        buf = msgBytes(msg);
       } catch {
         return msgSize(msg); // as before; `prepare` rejects the message with the error
       }
@@ -203,7 +203,7 @@ export const kafka = defineOutput({
     };
     const encode = (msg: Msg): Buffer => {
       const buf = encoded.get(msg);
-      if (buf === undefined) return valueToBuffer(msg.value);
+      if (buf === undefined) return msgBytes(msg);
       encoded.delete(msg);
       return buf;
     };

@@ -352,6 +352,7 @@ export const mqttInput = defineInput({
         meta.mqtt_topic_segments = [...(fromTopic.meta.mqtt_topic_segments as string[])];
         try {
           msg.value = bufferToValue(payload, format);
+          if (msg.value !== null && typeof msg.value === 'object' && !Buffer.isBuffer(msg.value)) msg.source = { value: msg.value, bytes: payload };
         } catch (err) {
           ctx.reject(msg, err); // the value stays the payload's bytes, as they came
           return;
