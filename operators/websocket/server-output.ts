@@ -284,7 +284,10 @@ export const websocketServer = defineOutput({
         trimRecent(now);
       }
       if (!clients.size || closing) return msg;
-      let frame: string | null = null;
+      // The frame is serialised once, as bytes, for every client (ws would encode a string per send),
+      // and the counter is bumped once per message, not once per client.
+      let frame: Buffer | null = null;
+      let sent = 0;
       for (const c of clients) {
         if (c.topics && !c.topics.has(topic)) continue;
         if (c.devices && device !== undefined && !c.devices.has(device)) continue;
@@ -300,10 +303,11 @@ export const websocketServer = defineOutput({
           setTimeout(() => c.socket.terminate(), 1000).unref();
           continue;
         }
-        frame ??= JSON.stringify({ type: 'message', topic, device, data: msg.value });
-        c.socket.send(frame);
-        m.sent.inc(labels);
+        frame ??= Buffer.from(JSON.stringify({ type: 'message', topic, device, data: msg.value }), 'utf8');
+        c.socket.send(frame, { binary: false, compress: false });
+        sent++;
       }
+      if (sent) m.sent.inc(labels, sent);
       return msg;
     };
 
