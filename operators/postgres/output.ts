@@ -12,12 +12,13 @@ import { RunnerError, errorMessage } from '../../core/errors.ts';
 import { type Expression, LATER, compileExpression } from '../../core/expression.ts';
 import type { Msg } from '../../core/message.ts';
 import { type LintIssue, defineOutput } from '../../core/operator.ts';
-import { DEFAULT_BACKOFF, backoffDelay, retryWithBackoff } from '../../core/retry.ts';
+import { retryWithBackoff } from '../../core/retry.ts';
 import { Duration, Expr, Obj } from '../../core/schema.ts';
 import { assertMigrated } from './migrate.ts';
 import {
   COLUMN_PATTERN,
   TABLE_PATTERN,
+  checkUntilReady,
   copyTextLine,
   createPool,
   describeTarget,
@@ -249,37 +250,29 @@ export const postgres = defineOutput({
     let checked = false;
     let passCheck: () => void = () => undefined;
     const checkPassed = new Promise<void>((resolve) => (passCheck = resolve));
-    void (async () => {
-      let lastReason = '';
-      for (let attempt = 1; !closed; attempt++) {
-        let reason: string;
-        try {
-          if (cfg.migrations) await assertMigrated(pool, cfg.migrations);
-          const missing = await missingColumns(pool, cfg.table, checkColumns);
-          if (missing && !missing.length) {
-            checked = true;
-            setReady(true);
-            log.info({ table: cfg.table, database: where }, 'postgres output ready');
-            passCheck();
-            return;
-          }
-          reason =
-            missing === null
-              ? `table ${cfg.table} does not exist at ${where}; run \`runner migrate\` or fix the pipeline`
-              : `table ${cfg.table} at ${where} has no column ${missing.join(', ')}; run \`runner migrate\` or fix the pipeline`;
-        } catch (err) {
-          reason =
-            err instanceof RunnerError && err.code === 'CONFIG_INVALID'
-              ? err.message
-              : `cannot check table ${cfg.table}: ${toRunnerError(err, `connecting to PostgreSQL at ${where}`).message}`;
-        }
-        if (closed) return;
-        setReady(false, reason);
-        if (reason !== lastReason) log.error({ table: cfg.table, database: where }, reason);
-        lastReason = reason;
-        await sleep(backoffDelay(DEFAULT_BACKOFF, attempt));
-      }
-    })();
+    checkUntilReady({
+      check: async () => {
+        if (cfg.migrations) await assertMigrated(pool, cfg.migrations);
+        const missing = await missingColumns(pool, cfg.table, checkColumns);
+        if (missing === null) return `table ${cfg.table} does not exist at ${where}; run \`runner migrate\` or fix the pipeline`;
+        if (missing.length) return `table ${cfg.table} at ${where} has no column ${missing.join(', ')}; run \`runner migrate\` or fix the pipeline`;
+        return null;
+      },
+      reasonFor: (err) =>
+        err instanceof RunnerError && err.code === 'CONFIG_INVALID'
+          ? err.message
+          : `cannot check table ${cfg.table}: ${toRunnerError(err, `connecting to PostgreSQL at ${where}`).message}`,
+      isClosed: () => closed,
+      sleep,
+      setReady,
+      logError: (reason) => log.error({ table: cfg.table, database: where }, reason),
+      onAttempt: (reason) => {
+        if (reason !== null) return;
+        checked = true;
+        log.info({ table: cfg.table, database: where }, 'postgres output ready');
+        passCheck();
+      },
+    });
 
     /** Evaluate the column expressions; a message whose expression fails is rejected here. */
     const prepare = async (msgs: Msg[]): Promise<Row[]> => {

@@ -7,6 +7,7 @@
 import pg from 'pg';
 import { RunnerError, errorMessage } from '../../core/errors.ts';
 import { redactString } from '../../core/redact.ts';
+import { DEFAULT_BACKOFF, backoffDelay } from '../../core/retry.ts';
 
 /** `name` or `schema.name`, unquoted identifiers as they are stored (case-sensitive). */
 export const TABLE_PATTERN = '^[A-Za-z_][A-Za-z0-9_$]*(\\.[A-Za-z_][A-Za-z0-9_$]*)?$';
@@ -120,4 +121,43 @@ export async function missingColumns(db: Queryable, table: string, columns: stri
   const { rows: cols } = await db.query('SELECT attname FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped', [oid]);
   const have = new Set(cols.map((r: { attname: string }) => r.attname));
   return [...new Set(columns)].filter((c) => !have.has(c));
+}
+
+/**
+ * The startup check of a PostgreSQL component: `check` runs until it passes (returns null), with
+ * backoff; each failure (a returned reason, or a thrown error described by `reasonFor`) makes the
+ * component not ready with the reason, logged once per distinct reason. `onAttempt` runs after every
+ * attempt, passed or not. Stops when `isClosed()`.
+ */
+export function checkUntilReady(opts: {
+  check: () => Promise<string | null>;
+  reasonFor: (err: unknown) => string;
+  isClosed: () => boolean;
+  sleep: (ms: number) => Promise<void>;
+  setReady: (ok: boolean, reason?: string) => void;
+  logError: (reason: string) => void;
+  onAttempt: (reason: string | null) => void;
+}): void {
+  void (async () => {
+    let lastReason = '';
+    for (let attempt = 1; !opts.isClosed(); attempt++) {
+      let reason: string | null;
+      try {
+        reason = await opts.check();
+      } catch (err) {
+        reason = opts.reasonFor(err);
+      }
+      if (reason === null) {
+        opts.setReady(true);
+        opts.onAttempt(null);
+        return;
+      }
+      if (opts.isClosed()) return;
+      opts.setReady(false, reason);
+      opts.onAttempt(reason);
+      if (reason !== lastReason) opts.logError(reason);
+      lastReason = reason;
+      await opts.sleep(backoffDelay(DEFAULT_BACKOFF, attempt));
+    }
+  })();
 }

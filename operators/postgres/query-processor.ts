@@ -7,11 +7,11 @@ import { RunnerError, errorMessage } from '../../core/errors.ts';
 import { type Expression, type Template, compileExpression, compileTemplate } from '../../core/expression.ts';
 import { type Msg, withValue } from '../../core/message.ts';
 import { type LintIssue, defineProcessor } from '../../core/operator.ts';
-import { DEFAULT_BACKOFF, backoffDelay, retryWithBackoff } from '../../core/retry.ts';
+import { retryWithBackoff } from '../../core/retry.ts';
 import { Expr, Obj, OnInvalid, Template as TemplateField } from '../../core/schema.ts';
 import { sleeper } from '../../core/timers.ts';
 import { assertMigrated } from './migrate.ts';
-import { createPool, describeTarget, isRowError, safeUrl, toRunnerError } from './pool.ts';
+import { checkUntilReady, createPool, describeTarget, isRowError, safeUrl, toRunnerError } from './pool.ts';
 
 const config = Obj({
   url: Type.String({
@@ -213,30 +213,26 @@ export const postgresQuery = defineProcessor({
     let notReadyReason = `connecting to PostgreSQL at ${where}`;
     let firstAttemptDone: () => void = () => undefined;
     const firstAttempt = new Promise<void>((resolve) => (firstAttemptDone = resolve));
-    void (async () => {
-      let lastReason = '';
-      for (let attempt = 1; !closed; attempt++) {
-        let reason: string;
-        try {
-          if (cfg.migrations) await assertMigrated(pool, cfg.migrations);
-          else await pool.query('SELECT 1');
+    checkUntilReady({
+      check: async () => {
+        if (cfg.migrations) await assertMigrated(pool, cfg.migrations);
+        else await pool.query('SELECT 1');
+        return null;
+      },
+      reasonFor: (err) =>
+        err instanceof RunnerError && err.code === 'CONFIG_INVALID' ? err.message : `cannot reach PostgreSQL: ${toRunnerError(err, `connecting to PostgreSQL at ${where}`).message}`,
+      isClosed: () => closed,
+      sleep,
+      setReady,
+      logError: (reason) => log.error({ database: where }, reason),
+      onAttempt: (reason) => {
+        if (reason === null) {
           checked = true;
-          setReady(true);
           log.info({ database: where }, 'postgres processor ready');
-          firstAttemptDone();
-          return;
-        } catch (err) {
-          reason = err instanceof RunnerError && err.code === 'CONFIG_INVALID' ? err.message : `cannot reach PostgreSQL: ${toRunnerError(err, `connecting to PostgreSQL at ${where}`).message}`;
-        }
-        if (closed) return;
-        notReadyReason = reason;
-        setReady(false, reason);
+        } else notReadyReason = reason;
         firstAttemptDone();
-        if (reason !== lastReason) log.error({ database: where }, reason);
-        lastReason = reason;
-        await sleep(backoffDelay(DEFAULT_BACKOFF, attempt));
-      }
-    })();
+      },
+    });
 
     /** One transaction for one message; resolves with the new value. */
     const runOnce = async (msg: Msg): Promise<unknown> => {
