@@ -19,6 +19,7 @@ import { PipelineRuntime } from './core/pipeline.ts';
 import { redactValue } from './core/redact.ts';
 import { registry } from './operators/index.ts';
 import { simulateCommand } from './simulator/cli.ts';
+import { tapCommand } from './core/tap-cli.ts';
 import { migrateCommand } from './operators/postgres/migrate-cli.ts';
 import { applyTopics, describeChange, loadTopics, planTopics } from './operators/kafka/topics.ts';
 import kafkajs from 'kafkajs';
@@ -99,15 +100,17 @@ program
     const metrics = new Metrics({ defaults: true });
     const health = new Health(metrics);
     let server: Awaited<ReturnType<typeof startHttpServer>>;
+    let runtimes: PipelineRuntime[] = [];
+    const taps = { taps: (name: string) => runtimes.find((r) => r.name === name)?.taps, pipelines: () => runtimes.map((r) => r.name) };
     try {
-      server = await startHttpServer({ host: opts.httpHost, port: Number(opts.httpPort), health, metrics });
+      server = await startHttpServer({ host: opts.httpHost, port: Number(opts.httpPort), health, metrics, taps });
     } catch (err) {
       logger.error({ err }, `cannot listen on ${opts.httpHost}:${opts.httpPort} for /health and /metrics; set --http-port or RUNNER_HTTP_PORT`);
       process.exit(EXIT.USAGE);
     }
     const address = server.server.address();
     logger.info({ http: typeof address === 'object' && address ? `${address.address}:${address.port}` : address, pipelines: pipelines.map((p) => p.name) }, 'runner started');
-    const runtimes = pipelines.map((p) => new PipelineRuntime(p, { logger, metrics, health, rootDir: ROOT }));
+    runtimes = pipelines.map((p) => new PipelineRuntime(p, { logger, metrics, health, rootDir: ROOT }));
     for (const r of runtimes) r.start();
 
     let exiting = false;
@@ -257,6 +260,7 @@ topics
   });
 
 simulateCommand(program);
+tapCommand(program);
 migrateCommand(program);
 
 await program.parseAsync(process.argv);

@@ -5,6 +5,8 @@
  */
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Metrics } from './metrics.ts';
+import { serveTap } from './tap-http.ts';
+import type { TapRegistry } from './tap.ts';
 
 interface ComponentState {
   ready: boolean;
@@ -57,8 +59,9 @@ export class Health {
   }
 }
 
-export async function startHttpServer(opts: { host: string; port: number; health: Health; metrics: Metrics }): Promise<FastifyInstance> {
+export async function startHttpServer(opts: { host: string; port: number; health: Health; metrics: Metrics; taps?: TapRegistry }): Promise<FastifyInstance> {
   const app = Fastify({ logger: false });
+  if (opts.taps) serveTap(app, opts.taps);
   const ready = (names?: string[]) => {
     const all = opts.health.all();
     const selected = names ? Object.fromEntries(names.map((n) => [n, all[n]])) : all;

@@ -19,6 +19,7 @@ import type { Health } from './health.ts';
 import { ackHandle, type Msg } from './message.ts';
 import type { Metrics } from './metrics.ts';
 import type { InputOperator, OperatorContext, OutputOperator, ProcessorOperator } from './operator.ts';
+import { PipelineTaps } from './tap.ts';
 
 export interface RuntimeDeps {
   logger: Logger;
@@ -44,6 +45,8 @@ export class PipelineRuntime {
   private failure: unknown = null;
   private stopping = false;
   private readonly logger: Logger;
+  /** Live copies of the messages passing each step, for `runner tap` (core/tap.ts). */
+  readonly taps: PipelineTaps;
   /** Resolves when the pipeline finished (input completed and everything drained) or failed. */
   finished!: Promise<StopResult>;
 
@@ -52,6 +55,7 @@ export class PipelineRuntime {
     private readonly deps: RuntimeDeps,
   ) {
     this.logger = deps.logger.child({ pipeline: config.name });
+    this.taps = new PipelineTaps(config.name);
   }
 
   get name() {
@@ -106,11 +110,15 @@ export class PipelineRuntime {
   private build(c: ComponentConfig, kind: string): OperatorFunction<Msg, Msg> {
     const cctx = this.ctx(c, kind);
     const op = (c.operator as ProcessorOperator | OutputOperator).create(c.config, cctx);
+    const point = this.taps.point(c.component, kind, c.name);
     return (source) =>
       source.pipe(
         tap(() => cctx.metrics.received()),
         op,
-        tap(() => cctx.metrics.sent()),
+        tap((m) => {
+          cctx.metrics.sent();
+          point.emit(m);
+        }),
       );
   }
 
@@ -135,9 +143,11 @@ export class PipelineRuntime {
     deps.metrics.onScrape(() => deps.metrics.inFlight.set({ pipeline: config.name }, this.inFlight));
     const inputCfg = config.input;
     const inputCtx = this.ctx(inputCfg, 'input');
+    const inputTap = this.taps.point(inputCfg.component, 'input', inputCfg.name);
     const input$ = defer(() => (inputCfg.operator as InputOperator).create(inputCfg.config, inputCtx)).pipe(
       map((msg): Msg => {
         inputCtx.metrics.received();
+        inputTap.emit(msg);
         return this.track(msg);
       }),
     );
@@ -146,13 +156,18 @@ export class PipelineRuntime {
     for (const p of config.processors) {
       const pctx = this.ctx(p, 'processor');
       const op = (p.operator as ProcessorOperator).create(p.config, pctx);
+      const point = this.taps.point(p.component, 'processor', p.name);
       stream = stream.pipe(
         tap(() => pctx.metrics.received()),
         op,
-        tap(() => pctx.metrics.sent()),
+        tap((m) => {
+          pctx.metrics.sent();
+          point.emit(m);
+        }),
       );
     }
     const outCtx = this.ctx(config.output, 'output');
+    const outTap = this.taps.point(config.output.component, 'output', config.output.name);
     const output = (config.output.operator as OutputOperator).create(config.output.config, outCtx);
     stream = stream.pipe(
       tap(() => outCtx.metrics.received()),
@@ -164,6 +179,7 @@ export class PipelineRuntime {
     if (config.deadLetter) {
       const dctx = this.ctx(config.deadLetter, 'dead_letter');
       const dout = (config.deadLetter.operator as OutputOperator).create(config.deadLetter.config, dctx);
+      const dlqTap = this.taps.point(config.deadLetter.component, 'dead_letter', config.deadLetter.name);
       dlqStream = this.dlq$.pipe(
         map(({ msg, err, component }) => {
           deps.metrics.deadLettered.inc({ pipeline: config.name, component, code: err instanceof RunnerError ? err.code : 'INTERNAL' });
@@ -172,7 +188,10 @@ export class PipelineRuntime {
         }),
         tap(() => dctx.metrics.received()),
         dout,
-        tap(() => dctx.metrics.sent()),
+        tap((m) => {
+          dctx.metrics.sent();
+          dlqTap.emit(m);
+        }),
       );
     } else {
       dlqStream = this.dlq$.pipe(concatMap(() => from([] as Msg[])));
@@ -194,6 +213,7 @@ export class PipelineRuntime {
           next: (msg) => {
             outCtx.metrics.sent();
             outCtx.metrics.latency((Date.now() - msg.createdAt) / 1000);
+            outTap.emit(msg);
             msg.ack.done();
           },
           error: (err) => reject(err),
