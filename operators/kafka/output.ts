@@ -66,6 +66,9 @@ interface Item {
 
 /** Kafka's rule for topic names. */
 const TOPIC_NAME = /^[a-zA-Z0-9._-]{1,249}$/;
+/** How often the output checks that the cluster answers, and how long it waits for the answer (readiness). */
+const PROBE_INTERVAL_MS = 2_000;
+const PROBE_TIMEOUT_MS = 5_000;
 /** Errors after which the idempotent producer's sequence state is unusable: start a new producer. */
 const PRODUCER_RESET_TYPES = new Set(['OUT_OF_ORDER_SEQUENCE_NUMBER', 'UNKNOWN_PRODUCER_ID', 'INVALID_PRODUCER_EPOCH', 'PRODUCER_FENCED', 'INVALID_PRODUCER_ID_MAPPING']);
 
@@ -78,6 +81,8 @@ export const kafka = defineOutput({
       'Each message becomes one record: its value as JSON (strings and bytes as they are), the key from `key`, and the message headers as record headers. Messages are batched (`batching`) and written with acks=all by the idempotent producer; a message is passed on (and its input may advance past it) only after Kafka acknowledged its batch.',
       '',
       'Errors a retry can fix (broker down, leader election, not authorised yet) are retried with exponential backoff, forever: the output is not ready meanwhile and says why, and nothing is dropped. A message Kafka can never take (too large, topic name invalid, topic does not exist, `topic` or `key` expression failing) is rejected with the reason and goes to the dead-letter output; the rest of its batch is written.',
+      '',
+      'Every 2 s the output asks the cluster for its brokers (a metadata request without topics). While that fails or gets no answer within 5 s, the output is not ready with the reason `Kafka at <brokers> does not answer: ...`, also while it has nothing to write (an idle producer would otherwise look ready with Kafka away); it is ready again once the cluster answers and writes go through.',
     ].join('\n'),
     config,
     examples: [
@@ -119,11 +124,20 @@ export const kafka = defineOutput({
     let closed = false;
     let resetProducer = false;
 
+    // Readiness: what connecting and writing found (`base`), overridden while the cluster does
+    // not answer the periodic probe (an idle producer would otherwise look ready with Kafka away).
     let ready: { ok: boolean; reason?: string } | null = null;
+    let base: { ok: boolean; reason?: string } = { ok: false };
+    let unreachable: string | null = null;
+    const publishReady = () => {
+      const next = unreachable ? { ok: false, reason: unreachable } : base;
+      if (ready && ready.ok === next.ok && ready.reason === next.reason) return;
+      ready = next;
+      ctx.setReady(next.ok, next.reason);
+    };
     const setReady = (ok: boolean, reason?: string) => {
-      if (ready && ready.ok === ok && ready.reason === reason) return;
-      ready = { ok, reason };
-      ctx.setReady(ok, reason);
+      base = { ok, reason };
+      publishReady();
     };
     setReady(false, `connecting to Kafka at ${where}`);
 
@@ -161,8 +175,45 @@ export const kafka = defineOutput({
       return missing;
     };
 
-    // Connect now, so readiness tells the truth before the first message; retried with backoff.
     const { sleep, cancelAll: cancelSleeps } = sleeper(ctx.scheduler);
+    /**
+     * Every PROBE_INTERVAL_MS, ask the cluster for its brokers (a metadata request without topics).
+     * No answer within PROBE_TIMEOUT_MS, or an error: not ready, naming Kafka and the error, until
+     * it answers again. Writes report their own failures too, but only after kafkajs' retries, and
+     * an output with nothing to write would never notice.
+     */
+    const probe = async () => {
+      while (!closed) {
+        await sleep(PROBE_INTERVAL_MS);
+        if (closed) return;
+        let timer: { unsubscribe(): void } | undefined;
+        try {
+          const answer = admin.describeCluster();
+          answer.catch(() => undefined); // a late failure after the timeout is not unhandled
+          await Promise.race([
+            answer,
+            new Promise<never>((_, reject) => {
+              timer = ctx.scheduler.schedule(() => reject(new Error(`no answer within ${PROBE_TIMEOUT_MS} ms`)), PROBE_TIMEOUT_MS);
+            }),
+          ]);
+          if (unreachable) {
+            log.info({ brokers: where }, 'Kafka answers again');
+            unreachable = null;
+            publishReady();
+          }
+        } catch (err) {
+          if (closed) return;
+          const reason = `Kafka at ${where} does not answer: ${toRunnerError(err, 'metadata request').message}`;
+          if (!unreachable) log.warn({ brokers: where, err: reason }, 'Kafka does not answer; not ready until it does');
+          unreachable = reason;
+          publishReady();
+        } finally {
+          timer?.unsubscribe();
+        }
+      }
+    };
+
+    // Connect now, so readiness tells the truth before the first message; retried with backoff.
     void (async () => {
       for (let attempt = 1; !closed; attempt++) {
         try {
@@ -173,6 +224,7 @@ export const kafka = defineOutput({
             setReady(false, `topic ${cfg.topic} does not exist at ${where}; messages for it go to the dead-letter output`);
           } else setReady(true);
           log.info({ brokers: where }, 'kafka producer connected');
+          void probe();
           return;
         } catch (err) {
           if (closed) return;
