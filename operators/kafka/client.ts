@@ -161,16 +161,29 @@ export interface KafkaErrorInfo {
   retriable?: boolean;
 }
 
-/** The innermost error of a kafkajs chain (KafkaJSNumberOfRetriesExceeded wraps the real one). */
+/**
+ * The innermost error of a client's error chain: kafkajs wraps the real error
+ * (KafkaJSNumberOfRetriesExceeded -> originalError); @platformatic/kafka nests it in `errors` of
+ * MultipleErrors / ResponseError and in `cause`, and names the protocol error in `apiId`. Both are
+ * reported as kafkajs does (`type` = the protocol error name, `name` = a kafkajs-style class name),
+ * so the rules below hold for either client.
+ */
 export function rootKafkaError(err: unknown): KafkaErrorInfo & { message: string } {
   let cur: unknown = err;
   for (let i = 0; i < 10; i++) {
-    const c = cur as { cause?: unknown; originalError?: unknown };
-    const next = c && typeof c === 'object' ? (c.originalError ?? c.cause) : undefined;
+    const c = cur as { cause?: unknown; originalError?: unknown; errors?: unknown[]; apiId?: string };
+    if (!c || typeof c !== 'object' || c.apiId) break;
+    // The first nested error that names a protocol error, else the first nested one.
+    const nested = Array.isArray(c.errors) && c.errors.length ? (c.errors.find((e) => (e as { apiId?: string })?.apiId) ?? c.errors[0]) : undefined;
+    const next = c.originalError ?? nested ?? c.cause;
     if (!next || next === cur) break;
     cur = next;
   }
-  const e = cur as { type?: string; name?: string; retriable?: boolean };
+  const e = cur as { type?: string; name?: string; retriable?: boolean; apiId?: string; code?: string; canRetry?: boolean };
+  if (e && typeof e === 'object' && typeof e.code === 'string' && e.code.startsWith('PLT_KFK_')) {
+    const name = e.code === 'PLT_KFK_NETWORK' ? 'KafkaJSConnectionError' : e.code === 'PLT_KFK_AUTHENTICATION' ? 'KafkaJSSASLAuthenticationError' : e.name;
+    return { type: e.apiId, name, retriable: e.canRetry, message: errorMessage(cur) };
+  }
   return { type: e?.type, name: e?.name, retriable: e?.retriable, message: errorMessage(cur) };
 }
 

@@ -4,6 +4,7 @@
  * groups. Nothing sleeps: tests wait for messages, acks and close hooks.
  */
 import { randomUUID } from 'node:crypto';
+import zlib from 'node:zlib';
 import { createServer, connect, type Socket } from 'node:net';
 import { Value } from '@sinclair/typebox/value';
 import kafkajs from 'kafkajs';
@@ -113,18 +114,21 @@ afterAll(async () => {
   await admin.disconnect();
 });
 
+/** The output's two clients (`client`); each output test runs with both. */
+const CLIENTS = ['kafkajs', 'platformatic'] as const;
+
 describe('kafka output -> kafka input', () => {
-  it('reads back what the output wrote, with keys, headers and meta, in order per key', async () => {
-    const topic = await newTopic('roundtrip', 3);
+  it.each(CLIENTS)('reads back what the output (client %s) wrote, with keys, headers and meta, in order per key', async (client) => {
+    const topic = await newTopic(`roundtrip-${client}`, 3);
     const msgs = Array.from({ length: 12 }, (_, i) =>
       createMsg({ device_id: `device-${i % 3}`, seq: i }, { headers: { trace: `t-${i}` } }),
     );
-    const { out, ctx: outCtx } = await write({ topic, key: 'device_id' }, msgs);
+    const { out, ctx: outCtx } = await write({ topic, key: 'device_id', client }, msgs);
     expect(out.map((m) => (m.value as { seq: number }).seq)).toEqual(msgs.map((_, i) => i));
     expect(outCtx.rejected).toEqual([]);
     expect(outCtx.ready.ready).toBe(true);
 
-    const group = `it-roundtrip-${runId}`;
+    const group = `it-roundtrip-${client}-${runId}`;
     const input = read({ topics: [topic], consumer_group: group, start_from: 'earliest' }, (m) => m.ack.done());
     await input.until(12);
     expect(input.ctx.ready.ready).toBe(true);
@@ -159,6 +163,33 @@ describe('kafka output -> kafka input', () => {
     const ends = await admin.fetchTopicOffsets(topic);
     // Every partition with messages is committed to its end; an empty one has nothing to commit.
     for (const e of ends) expect(c[e.partition]).toBe(e.high === '0' ? '-1' : e.high);
+  });
+
+  it('both clients put a key on the same partition (Java\'s murmur2 partitioner), so switching clients keeps order per key', async () => {
+    const partitionsByClient: Record<string, Record<string, number>> = {};
+    for (const client of CLIENTS) {
+      const topic = await newTopic(`partitioner-${client}`, 6);
+      const msgs = Array.from({ length: 30 }, (_, i) => createMsg({ device_id: `device-${String(i).padStart(3, '0')}` }));
+      await write({ topic, key: 'device_id', client }, msgs);
+      const input = read({ topics: [topic], consumer_group: `it-partitioner-${client}-${runId}`, start_from: 'earliest' }, (m) => m.ack.done());
+      await input.until(30);
+      partitionsByClient[client] = Object.fromEntries(input.received.map((m) => [m.key, m.meta.kafka_partition as number]));
+      await input.stop();
+    }
+    expect(new Set(Object.values(partitionsByClient.kafkajs!)).size).toBeGreaterThan(1);
+    expect(partitionsByClient.platformatic).toEqual(partitionsByClient.kafkajs);
+  });
+
+  it('client platformatic with max_in_flight > 1 loses nothing: its idempotent producer is given one batch at a time', async () => {
+    // Two writes in flight at once would carry the same sequence numbers, and the broker would
+    // drop the second as a duplicate while acknowledging it.
+    const topic = await newTopic('platformatic-in-flight', 3);
+    const msgs = Array.from({ length: 2000 }, (_, i) => createMsg({ device_id: `device-${i % 7}`, seq: i }));
+    const { out, ctx } = await write({ topic, key: 'device_id', client: 'platformatic', max_in_flight: 8, batching: { count: 10, byte_size: 0, period: '0ms' } }, msgs);
+    expect(out).toHaveLength(2000);
+    expect(ctx.rejected).toEqual([]);
+    const ends = await admin.fetchTopicOffsets(topic);
+    expect(ends.reduce((n, e) => n + Number(e.high), 0)).toBe(2000);
   });
 
   it('with regexp_topics reads every existing topic whose whole name matches, and is not ready while none does', async () => {
@@ -201,24 +232,29 @@ describe('kafka output -> kafka input', () => {
     await again.stop();
   });
 
-  it.each(['gzip', 'snappy', 'lz4', 'zstd'] as const)('writes %s-compressed batches that the input reads back', async (compression) => {
-    const topic = await newTopic(`codec-${compression}`);
+  // platformatic has no zstd on Node.js 20 (lint refuses that combination).
+  const hasZstd = typeof (zlib as { zstdCompressSync?: unknown }).zstdCompressSync === 'function';
+  it.each([
+    ...(['gzip', 'snappy', 'lz4', 'zstd'] as const).map((c) => ['kafkajs', c] as const),
+    ...(['gzip', 'snappy', 'lz4', ...(hasZstd ? ['zstd' as const] : [])] as const).map((c) => ['platformatic', c] as const),
+  ])('client %s writes %s-compressed batches that the input reads back', async (client, compression) => {
+    const topic = await newTopic(`codec-${client}-${compression}`);
     const msgs = Array.from({ length: 50 }, (_, i) => createMsg({ device_id: 'device-001', seq: i, text: 'compressible '.repeat(20) }));
-    const { out, ctx } = await write({ topic, key: 'device_id', compression }, msgs);
+    const { out, ctx } = await write({ topic, key: 'device_id', compression, client }, msgs);
     expect(out).toHaveLength(50);
     expect(ctx.rejected).toEqual([]);
-    const input = read({ topics: [topic], consumer_group: `it-codec-${compression}-${runId}`, start_from: 'earliest' }, (m) => m.ack.done());
+    const input = read({ topics: [topic], consumer_group: `it-codec-${client}-${compression}-${runId}`, start_from: 'earliest' }, (m) => m.ack.done());
     await input.until(50);
     expect(input.received.map((m) => (m.value as { seq: number }).seq)).toEqual(msgs.map((_, i) => i));
     await input.stop();
   });
 
-  it('writes a null value as a tombstone with null_values: tombstone, and as JSON null by default', async () => {
-    const topic = await newTopic('tombstone');
-    await write({ topic, key: 'device_id', null_values: 'tombstone' }, [createMsg(null, { key: 'device-001' })].map((m) => ({ ...m, value: null })));
-    await write({ topic }, [createMsg(null, { key: 'device-002' })]);
+  it.each(CLIENTS)('client %s writes a null value as a tombstone with null_values: tombstone, and as JSON null by default', async (outputClient) => {
+    const topic = await newTopic(`tombstone-${outputClient}`);
+    await write({ topic, key: 'device_id', null_values: 'tombstone', client: outputClient }, [createMsg(null, { key: 'device-001' })].map((m) => ({ ...m, value: null })));
+    await write({ topic, client: outputClient }, [createMsg(null, { key: 'device-002' })]);
     const values: (Buffer | null)[] = [];
-    const consumer = client.consumer({ groupId: `it-tombstone-${runId}` });
+    const consumer = client.consumer({ groupId: `it-tombstone-${outputClient}-${runId}` });
     await consumer.connect();
     await consumer.subscribe({ topics: [topic], fromBeginning: true });
     await new Promise<void>((resolve) => {
@@ -377,9 +413,9 @@ describe('kafka output -> kafka input', () => {
   });
 });
 
-describe('kafka output while Kafka is unreachable', () => {
+describe.each(CLIENTS)('kafka output (client %s) while Kafka is unreachable', (outputClient) => {
   it('retries without dropping or rejecting, then writes every message in order once Kafka answers', async () => {
-    const topic = await newTopic('unreachable');
+    const topic = await newTopic(`unreachable-${outputClient}`);
     // A stand-in for the bootstrap broker: first it hangs up on every connection (Kafka down),
     // then it forwards to the real broker.
     const [host, port] = brokers[0]!.split(':') as [string, string];
@@ -404,7 +440,7 @@ describe('kafka output while Kafka is unreachable', () => {
     const source = new Subject<Msg>();
     const emitted$ = new ReplaySubject<Msg>();
     const sub = source
-      .pipe(kafkaOutput.create(outputConfig({ brokers: [`127.0.0.1:${proxyPort}`], topic, key: '"one-key"', batching: { count: 2, byte_size: 0, period: '5ms' } }), ctx))
+      .pipe(kafkaOutput.create(outputConfig({ brokers: [`127.0.0.1:${proxyPort}`], topic, key: '"one-key"', batching: { count: 2, byte_size: 0, period: '5ms' }, client: outputClient }), ctx))
       .subscribe(emitted$);
     for (let i = 0; i < 6; i++) source.next(createMsg({ i }));
     await firstValueFrom(attempts$.pipe(filter((n) => n >= 3)));
@@ -421,17 +457,17 @@ describe('kafka output while Kafka is unreachable', () => {
     for (const s of sockets) s.destroy();
 
     // In the topic in the order given.
-    const input = read({ topics: [topic], consumer_group: `it-unreachable-${runId}` }, (m) => m.ack.done());
+    const input = read({ topics: [topic], consumer_group: `it-unreachable-${outputClient}-${runId}` }, (m) => m.ack.done());
     await input.until(6);
     expect(input.received.map((m) => (m.value as { i: number }).i)).toEqual([0, 1, 2, 3, 4, 5]);
     await input.stop();
   });
 });
 
-describe('kafka output rejections', () => {
+describe.each(CLIENTS)('kafka output (client %s) rejections', (client) => {
   it('rejects a message for a topic that does not exist instead of retrying forever', async () => {
-    const missing = `it-kafka-missing-${runId}`;
-    const { out, ctx } = await write({ topic: missing }, [createMsg({ a: 1 })]);
+    const missing = `it-kafka-missing-${client}-${runId}`;
+    const { out, ctx } = await write({ topic: missing, client }, [createMsg({ a: 1 })]);
     expect(out).toEqual([]);
     expect(ctx.rejected).toHaveLength(1);
     const err = ctx.rejected[0]!.err as RunnerError;
@@ -443,18 +479,18 @@ describe('kafka output rejections', () => {
   });
 
   it('rejects only the messages of a batch whose topic does not exist', async () => {
-    const topic = await newTopic('some-missing');
-    const missing = `it-kafka-missing2-${runId}`;
+    const topic = await newTopic(`some-missing-${client}`);
+    const missing = `it-kafka-missing2-${client}-${runId}`;
     const msgs = [createMsg({ to: topic, n: 1 }), createMsg({ to: missing, n: 2 }), createMsg({ to: topic, n: 3 })];
-    const { out, ctx } = await write({ topic: '${! to }' }, msgs);
+    const { out, ctx } = await write({ topic: '${! to }', client }, msgs);
     expect(out.map((m) => (m.value as { n: number }).n)).toEqual([1, 3]);
     expect(ctx.rejected.map((r) => (r.msg.value as { n: number }).n)).toEqual([2]);
   });
 
   it('rejects a message too large for the topic and writes the rest of its batch', async () => {
-    const topic = await newTopic('too-large', 1, { 'max.message.bytes': '20000' });
+    const topic = await newTopic(`too-large-${client}`, 1, { 'max.message.bytes': '20000' });
     const msgs = [createMsg({ n: 1 }), createMsg({ n: 2, blob: 'x'.repeat(50_000) }), createMsg({ n: 3 })];
-    const { out, ctx } = await write({ topic }, msgs);
+    const { out, ctx } = await write({ topic, client }, msgs);
     expect(out.map((m) => (m.value as { n: number }).n)).toEqual([1, 3]);
     expect(ctx.rejected).toHaveLength(1);
     expect((ctx.rejected[0]!.msg.value as { n: number }).n).toBe(2);
@@ -470,26 +506,26 @@ const sasl = {
   limitedPassword: process.env.KAFKA_SASL_LIMITED_PASSWORD,
 };
 
-describe.skipIf(!sasl.brokers || !sasl.adminPassword || !sasl.limitedPassword)('kafka over SASL (eval "$(scripts/stack env)")', () => {
+describe.skipIf(!sasl.brokers || !sasl.adminPassword || !sasl.limitedPassword).each(CLIENTS)('kafka over SASL, output client %s (eval "$(scripts/stack env)")', (client) => {
   it('writes and reads with SCRAM credentials', async () => {
-    const topic = await newTopic('sasl');
+    const topic = await newTopic(`sasl-${client}`);
     const auth = { brokers: [sasl.brokers!], sasl: { mechanism: 'scram-sha-256' as const, username: process.env.KAFKA_SASL_ADMIN_USER ?? 'admin', password: sasl.adminPassword! } };
-    const { out, ctx } = await write({ ...auth, topic }, [createMsg({ n: 1 })]);
+    const { out, ctx } = await write({ ...auth, topic, client }, [createMsg({ n: 1 })]);
     expect(out).toHaveLength(1);
     expect(ctx.ready.ready).toBe(true);
-    const input = read({ ...auth, topics: [topic], consumer_group: `it-sasl-${runId}` }, (m) => m.ack.done());
+    const input = read({ ...auth, topics: [topic], consumer_group: `it-sasl-${client}-${runId}` }, (m) => m.ack.done());
     await input.until(1);
     expect(input.received[0]!.value).toEqual({ n: 1 });
     await input.stop();
   });
 
   it('is not ready, says why, and keeps the message (no dead letter) when not authorised to write', async () => {
-    const topic = await newTopic('sasl-denied');
-    const ctx = testContext({ component: 'kafka-out-denied' });
+    const topic = await newTopic(`sasl-denied-${client}`);
+    const ctx = testContext({ component: `kafka-out-denied-${client}` });
     const ready$ = readiness(ctx);
     const source = new Subject<Msg>();
     const emitted: Msg[] = [];
-    const cfg = outputConfig({ brokers: [sasl.brokers!], sasl: { mechanism: 'plain', username: process.env.KAFKA_SASL_LIMITED_USER ?? 'limited', password: sasl.limitedPassword! }, topic });
+    const cfg = outputConfig({ brokers: [sasl.brokers!], sasl: { mechanism: 'plain', username: process.env.KAFKA_SASL_LIMITED_USER ?? 'limited', password: sasl.limitedPassword! }, topic, client });
     const sub = source.pipe(kafkaOutput.create(cfg, ctx)).subscribe((m) => emitted.push(m));
     source.next(createMsg({ n: 1 }));
     const notReady = await firstValueFrom(ready$.pipe(filter((r) => !r.ready && /authori[sz]/i.test(r.reason ?? ''))));
