@@ -12,7 +12,7 @@
 import { readFileSync } from 'node:fs';
 import { format } from 'node:util';
 import { Type, type Static } from '@sinclair/typebox';
-import mqtt, { type IClientOptions, type IConnackPacket, type IDisconnectPacket, type MqttClient } from 'mqtt';
+import mqtt, { type IClientOptions, type IConnackPacket, type IDisconnectPacket, type IStore, type MqttClient } from 'mqtt';
 import { parseDuration } from '../../core/duration.ts';
 import { RunnerError, errorMessage } from '../../core/errors.ts';
 import type { LintIssue, OperatorContext } from '../../core/operator.ts';
@@ -177,6 +177,8 @@ export interface LinkOptions {
   sessionExpirySec?: number;
   /** MQTT 5: unacknowledged QoS 1/2 messages the broker may send us at once. */
   receiveMaximum?: number;
+  /** mqtt.js's store of unacknowledged outgoing QoS 1/2 packets; default: its in-memory one. */
+  outgoingStore?: IStore;
   /** Called when a connection is up (CONNACK accepted). */
   onConnect(connack: IConnackPacket): void;
   /** Called when the connection is down or an attempt failed, with the reason (readiness). */
@@ -227,6 +229,7 @@ export function connectMqtt(cfg: MqttConnectionConfig, ctx: OperatorContext, opt
     protocol: servers[0]!.protocol,
     log: log.isLevelEnabled('trace') ? (...args: unknown[]) => log.trace({ mqttjs: true }, format(...args)) : () => undefined,
   };
+  if (opts.outgoingStore) options.outgoingStore = opts.outgoingStore;
   if (cfg.username) options.username = cfg.username;
   if (cfg.password) options.password = cfg.password;
   if (servers.some((s) => s.protocol === 'mqtts' || s.protocol === 'wss')) {

@@ -310,7 +310,7 @@ describe('settings command loop (command-dispatch, command-confirm, command-time
       );
       const row = (await db.query('SELECT status, retry_count, error_message, published_at FROM outbox WHERE id = $1', [outboxId])).rows[0];
       expect(row).toMatchObject({ status: 'failed', retry_count: 3, published_at: null });
-      expect(row.error_message).toMatch(/attempt_timeout/);
+      expect(row.error_message).toMatch(/publish_timeout/);
       // Each failed attempt was written into the row, and the next one waited for next_attempt_at.
       const r1 = seen.find((s) => s.retry_count === 1);
       const r2 = seen.find((s) => s.retry_count === 2);
