@@ -43,35 +43,45 @@ export interface Msg {
 
 export type AckOutcome = { ok: true } | { ok: false; error: unknown };
 
+/**
+ * An ack handle as a small class: a busy pipeline makes one or two per message, and prototype
+ * methods allocate less than a handle of closures.
+ */
+class Ack implements AckHandle {
+  private done_ = false;
+  constructor(private readonly onSettle: (outcome: AckOutcome) => void) {}
+  get settled(): boolean {
+    return this.done_;
+  }
+  done(): void {
+    if (this.done_) return;
+    this.done_ = true;
+    this.onSettle(OK);
+  }
+  fail(error: unknown): void {
+    if (this.done_) return;
+    this.done_ = true;
+    this.onSettle({ ok: false, error });
+  }
+  split(n: number): AckHandle[] {
+    if (n <= 0) {
+      this.done();
+      return [];
+    }
+    let remaining = n;
+    return Array.from({ length: n }, () =>
+      ackHandle((outcome) => {
+        if (!outcome.ok) return this.fail(outcome.error);
+        remaining -= 1;
+        if (remaining === 0) this.done();
+      }),
+    );
+  }
+}
+const OK: AckOutcome = Object.freeze({ ok: true }) as AckOutcome;
+
 export function ackHandle(onSettle: (outcome: AckOutcome) => void): AckHandle {
-  let settled = false;
-  const settle = (outcome: AckOutcome) => {
-    if (settled) return;
-    settled = true;
-    onSettle(outcome);
-  };
-  const handle: AckHandle = {
-    done: () => settle({ ok: true }),
-    fail: (error) => settle({ ok: false, error }),
-    get settled() {
-      return settled;
-    },
-    split(n: number): AckHandle[] {
-      if (n <= 0) {
-        handle.done();
-        return [];
-      }
-      let remaining = n;
-      return Array.from({ length: n }, () =>
-        ackHandle((outcome) => {
-          if (!outcome.ok) return handle.fail(outcome.error);
-          remaining -= 1;
-          if (remaining === 0) handle.done();
-        }),
-      );
-    },
-  };
-  return handle;
+  return new Ack(onSettle);
 }
 
 /** A handle for messages whose outcome nobody waits for (generated data, tests). */

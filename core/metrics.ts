@@ -87,11 +87,19 @@ export class Metrics {
     counts.receivedC.inc(0);
     counts.sentC.inc(0);
     this.pending.push(counts);
+    // Children per stage / reason, bound once (a label lookup per message showed in profiles).
+    const errorsBy = new Map<string, { inc(n: number): void }>();
+    const discardedBy = new Map<string, { inc(n: number): void }>();
+    const bound = (cache: Map<string, { inc(n: number): void }>, counter: Counter, label: string, value: string) => {
+      let c = cache.get(value);
+      if (!c) cache.set(value, (c = counter.labels({ ...l, [label]: value })));
+      return c;
+    };
     return {
       received: (n = 1) => void (counts.received += n),
       sent: (n = 1) => void (counts.sent += n),
-      error: (stage, n = 1) => this.errors.inc({ ...l, stage }, n),
-      discarded: (reason, n = 1) => this.discardedC.inc({ ...l, reason }, n),
+      error: (stage, n = 1) => bound(errorsBy, this.errors, 'stage', stage).inc(n),
+      discarded: (reason, n = 1) => bound(discardedBy, this.discardedC, 'reason', reason).inc(n),
       latency: (s) => latency.observe(s),
       batchSize: (n) => batch.observe(n),
       registry: this.registry,
