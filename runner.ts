@@ -17,6 +17,9 @@ import { createLogger } from './core/logger.ts';
 import { Metrics } from './core/metrics.ts';
 import { PipelineRuntime } from './core/pipeline.ts';
 import { redactValue } from './core/redact.ts';
+import { runPipelineTests } from './core/pipeline-test.ts';
+import { renderPipelineTestSchema } from './core/pipeline-test-schema.ts';
+import { parseDuration } from './core/duration.ts';
 import { registry } from './operators/index.ts';
 import { simulateCommand } from './simulator/cli.ts';
 import { tapCommand } from './core/tap-cli.ts';
@@ -185,14 +188,35 @@ program
 
 program
   .command('docs')
-  .description('Write docs/operators/*.md and schemas/pipeline.schema.json from the operator specs.')
+  .description('Write docs/operators/*.md and schemas/pipeline.schema.json from the operator specs, and schemas/pipeline-test.schema.json.')
   .option('--out <dir>', 'folder for the operator docs', join(ROOT, 'docs', 'operators'))
   .action((opts: { out: string }) => {
     mkdirSync(opts.out, { recursive: true });
     const files = renderOperatorDocs(registry);
     for (const [name, text] of files) writeFileSync(join(opts.out, name), text);
     writeFileSync(join(ROOT, 'schemas', 'pipeline.schema.json'), renderPipelineSchema(registry));
-    process.stderr.write(`wrote ${files.size} files to ${display(opts.out)} and schemas/pipeline.schema.json\n`);
+    writeFileSync(join(ROOT, 'schemas', 'pipeline-test.schema.json'), renderPipelineTestSchema());
+    process.stderr.write(`wrote ${files.size} files to ${display(opts.out)}, schemas/pipeline.schema.json and schemas/pipeline-test.schema.json\n`);
+  });
+
+program
+  .command('test')
+  .description('Run the unit tests of pipelines written next to them (<name>.test.yaml): input messages, expected output, dead letters, mocks. See docs/testing-pipelines.md.')
+  .argument('[path...]', 'test files, folders, or pipeline files or names (default: every pipelines/*.test.yaml)')
+  .option('--timeout <duration>', 'longest a case may run before it fails', '10s')
+  .option('--name <text>', 'run only the cases whose name contains this text')
+  .addOption(new Option('--log <level>', 'show the pipelines\' logs on stderr at this level').choices(['trace', 'debug', 'info', 'warn', 'error']))
+  .addHelpText('after', '\nExit codes: 0 every case passed, 1 a case failed, 2 a test file or its pipeline has problems (printed as file:line:col: message).')
+  .action(async (paths: string[], opts: { timeout: string; name?: string; log?: string }) => {
+    let timeoutMs: number;
+    try {
+      timeoutMs = parseDuration(/^\d+$/.test(opts.timeout) ? Number(opts.timeout) : opts.timeout);
+    } catch {
+      process.stderr.write(`--timeout: expected a duration such as 10s, got ${opts.timeout}\n`);
+      process.exit(EXIT.USAGE);
+    }
+    const code = await runPipelineTests(paths, { registry, rootDir: ROOT, timeoutMs, name: opts.name, logLevel: opts.log, write: (t) => process.stdout.write(t) });
+    process.exit(code);
   });
 
 const topics = program.command('topics').description('Manage the Kafka topics declared in topics.yaml.');
