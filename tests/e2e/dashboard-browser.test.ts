@@ -5,13 +5,20 @@
  *   simulator --MQTT--> mqtt-realtime --Kafka--> realtime-fanout --WebSocket--> page
  *   page --HTTP--> history-api (telemetry database)      page --HTTP--> settings-api (settings database)
  *
- * Isolation on the shared stack: MQTT topics under a unique first level, Kafka topics of their own
- * (e2e-<id>-heatpump-realtime, ...; the websocket output tags messages with the original names),
- * fresh databases, every port 0 (read from the log lines). The APIs allow the page's origin
- * (DASHBOARD_ORIGINS=http://127.0.0.1:*), as in production where the dashboard is on port 8090.
+ * and the settings command loop after the outbox, all the pipelines as shipped in one process:
  *
- * The command loop after the outbox (dispatcher, device confirmation) is not started here: the
- * test confirms or fails the outbox row itself, standing in for it, and checks what the page shows.
+ *   settings outbox --command-dispatch--MQTT--> simulated heat pump --telemetry--> mqtt-bridge
+ *     --Kafka--> command-confirm --> outbox row confirmed      (command-timeouts: timed_out)
+ *
+ * so the page says "updated" because the simulated heat pump applied the command and its telemetry
+ * confirmed it. device-001 answers commands; device-002 ignores them (its command times out).
+ *
+ * Isolation on the shared stack: MQTT topics under a unique first level (the dispatcher's
+ * COMMAND_TOPIC_PREFIX too), Kafka topics of their own (e2e-<id>-heatpump-realtime, ...; the
+ * websocket output tags messages with the original names; the bridge's and the confirmer's
+ * homelab-* topics renamed), unique MQTT client ids and consumer groups, fresh databases, every
+ * port 0 (read from the log lines). The APIs allow the page's origin
+ * (DASHBOARD_ORIGINS=http://127.0.0.1:*), as in production where the dashboard is on port 8090.
  *
  * Waits are on page content and network answers (Playwright's waiting APIs), never pauses.
  * Chromium missing is a failure with a message (bash scripts/test installs it), not a skip.
@@ -24,23 +31,33 @@ import mqtt from 'mqtt';
 import type { Browser, Page } from 'playwright-core';
 import { parseDocument } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startFleet, type Fleet } from '../../simulator/fleet.ts';
+import { startFleet, type AppliedEvent, type Fleet } from '../../simulator/fleet.ts';
 import { createTopicsReady } from '../helpers/kafka.ts';
 import type { TestDatabase } from '../helpers/postgres.ts';
-import { MQTT_URL, ROOT, RunnerProcess, kafkaClient, uniqueId, within } from './mqtt-bridge-harness.ts';
-import { migratedDatabase } from './sink-harness.ts';
+import { type BridgeSetup, MQTT_URL, ROOT, RunnerProcess, bridgePipeline, deleteTopics, kafkaClient, uniqueId, within } from './mqtt-bridge-harness.ts';
+import { type IsolatedPipeline, isolatedPipeline, migratedDatabase } from './sink-harness.ts';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const id = uniqueId();
-const level = `e2e-dash-${id}`;
+/** The command loop's topics (bridge, confirm) are named after this id, the realtime ones after `id`. */
+const loopId = `${id}c`;
+/** The MQTT first level of everything in this test: the bridge's (mqtt-bridge-harness). */
+const level = `e2e-bridge-${loopId}`;
 const topicOf = (name: string) => `e2e-${id}-${name}`;
 const DEVICES = ['device-001', 'device-002'];
+/** device-001 answers commands, device-002 ignores them. */
+const [ANSWERING, IGNORING] = DEVICES as [string, string];
 const UI_TIMEOUT = 30_000;
+/** Seconds a published command waits for confirming telemetry before the sweep times it out. */
+const CONFIRM_TIMEOUT_S = 10;
 
 let dir: string;
 let telemetry: TestDatabase;
 let settings: TestDatabase;
-let fleet: Fleet | null = null;
+let bridge: BridgeSetup | null = null;
+let confirm: IsolatedPipeline | null = null;
+let answering: Fleet | null = null;
+let ignoring: Fleet | null = null;
 let browser: Browser | null = null;
 let watcher: mqtt.MqttClient | null = null;
 const runners: RunnerProcess[] = [];
@@ -63,7 +80,7 @@ function expectIn(doc: ReturnType<typeof parseDocument>, path: string[], want: u
   if (text !== JSON.stringify(want)) throw new Error(`the pipeline changed: ${path.join('.')} is ${text}, this test expects ${JSON.stringify(want)}; update ${import.meta.url}`);
 }
 
-async function start(file: string, name: string, env: Record<string, string>, ready: string): Promise<RunnerProcess> {
+async function start(file: string | string[], name: string, env: Record<string, string>, ready: string): Promise<RunnerProcess> {
   const r = new RunnerProcess(file, name, { DASHBOARD_ORIGINS: 'http://127.0.0.1:*', ...env });
   runners.push(r);
   return within(60_000, () => `${name}: no "${ready}" log line; exited: ${!r.running}`, r.logged((l) => l.msg === ready)).then(() => r);
@@ -98,9 +115,15 @@ beforeAll(async () => {
     [DEVICES],
   );
 
+  // The loop's pipelines with their homelab-* topics renamed: the bridge (MQTT filters under
+  // `level`) writes the telemetry topic the confirmer reads.
+  bridge = bridgePipeline(loopId);
+  if (bridge.mqttPrefix !== `${level}/`) throw new Error(`mqtt-bridge-harness names its MQTT level ${bridge.mqttPrefix}, this test expects ${level}/`);
+  confirm = isolatedPipeline('command-confirm', loopId);
+  const loopTopics = new Map([...bridge.topics, ...confirm.topics].map((t) => [t.topic, t]));
   const admin = kafkaClient(`e2e-dash-${id}`).admin();
   await admin.connect();
-  await createTopicsReady(admin, ['heatpump-realtime', 'energy-realtime', 'dead-letter'].map((t) => ({ topic: topicOf(t), numPartitions: 1 })));
+  await createTopicsReady(admin, [...['heatpump-realtime', 'energy-realtime', 'dead-letter'].map((t) => ({ topic: topicOf(t), numPartitions: 1 })), ...loopTopics.values()]);
   await admin.disconnect();
 
   const mqttRealtime = pipelineCopy('mqtt-realtime', (doc) => {
@@ -108,7 +131,7 @@ beforeAll(async () => {
     expectIn(doc, ['output', 'kafka', 'topic'], '${! $meta.mqtt_topic_kind }-realtime');
     doc.setIn(['input', 'mqtt', 'topics'], [`${level}/heatpump/+/telemetry`, `${level}/energy/+/telemetry`]);
     doc.setIn(['input', 'mqtt', 'topic_pattern'], `${level}/${String(doc.getIn(['input', 'mqtt', 'topic_pattern']))}`);
-    doc.setIn(['input', 'mqtt', 'client_id'], level);
+    doc.setIn(['input', 'mqtt', 'client_id'], `${level}-realtime`);
     doc.setIn(['output', 'kafka', 'topic'], `e2e-${id}-\${! $meta.mqtt_topic_kind }-realtime`);
     doc.setIn(['dead_letter', 'kafka', 'topic'], topicOf('dead-letter'));
   });
@@ -120,14 +143,35 @@ beforeAll(async () => {
     doc.setIn(['dead_letter', 'kafka', 'topic'], topicOf('dead-letter'));
   });
 
-  const [realtime, history, settingsApi] = await Promise.all([
+  const [realtime, history, settingsApi, , loop] = await Promise.all([
     start(fanout, 'realtime-fanout', { REALTIME_PORT: '0', REALTIME_HOST: '127.0.0.1', REALTIME_GROUP: `e2e-dash-${id}` }, 'websocket server listening'),
     start(join(ROOT, 'pipelines/history-api.yaml'), 'history-api', { HISTORY_API_PORT: '0', HISTORY_API_ADDRESS: '127.0.0.1', TELEMETRY_DATABASE_URL: telemetry.url }, 'http_server listening'),
     start(join(ROOT, 'pipelines/settings-api.yaml'), 'settings-api', { SETTINGS_API_PORT: '0', SETTINGS_API_ADDRESS: '127.0.0.1', HEATPUMP_SETTINGS_DATABASE_URL: settings.url }, 'http_server listening'),
     start(mqttRealtime, 'mqtt-realtime', {}, 'mqtt subscribed'),
+    // The command loop: dispatch over MQTT, the devices' telemetry into Kafka, confirmation, timeouts.
+    start(
+      [bridge.file, confirm.file, join(ROOT, 'pipelines/command-dispatch.yaml'), join(ROOT, 'pipelines/command-timeouts.yaml')],
+      'command-loop',
+      {
+        HEATPUMP_SETTINGS_DATABASE_URL: settings.url,
+        COMMAND_TOPIC_PREFIX: `${level}/`,
+        COMMAND_DISPATCH_CLIENT_ID: `${level}-dispatch`,
+        COMMAND_DISPATCH_POLL_INTERVAL: '200ms',
+        COMMAND_CONFIRM_GROUP: `e2e-dash-confirm-${id}`,
+        COMMAND_CONFIRM_START_FROM: 'earliest',
+        COMMAND_CONFIRM_TIMEOUT: String(CONFIRM_TIMEOUT_S),
+        COMMAND_SWEEP_INTERVAL: '500ms',
+      },
+      'mqtt subscribed',
+    ),
   ]);
   pageUrl = `http://127.0.0.1:${await portOf(realtime, 'websocket server listening')}/?api=http://127.0.0.1:${await portOf(settingsApi, 'http_server listening')}&history=http://127.0.0.1:${await portOf(history, 'http_server listening')}`;
   await within(30_000, () => 'the APIs\' postgres processors did not get ready', Promise.all([history, settingsApi].map((r) => r.logged((l) => l.msg === 'postgres processor ready'))));
+  await within(60_000, () => 'the command loop did not get ready (dispatcher connected to MQTT, outbox source checked, confirmer in its group)', Promise.all([
+    loop.logged((l) => l.msg === 'mqtt connected' && l.pipeline === 'command-dispatch'),
+    loop.logged((l) => l.msg === 'outbox source ready' && l.pipeline === 'command-dispatch'),
+    loop.logged((l) => l.msg === 'joined consumer group' && l.pipeline === 'command-confirm'),
+  ]));
 
   // What the simulator publishes, to compare with what the page shows.
   watcher = await mqtt.connectAsync(MQTT_URL, { clientId: `${level}-watch`, clean: true, reconnectPeriod: 0 });
@@ -139,19 +183,26 @@ beforeAll(async () => {
     }
   });
   await watcher.subscribeAsync(`${level}/heatpump/+/telemetry`, { qos: 1 });
-  fleet = await startFleet({ url: MQTT_URL, devices: DEVICES.length, rate: 8, kinds: ['heatpump', 'energy'], topic_prefix: `${level}/`, client_id: `${level}-sim` });
+  // The heat pumps start with the settings the database has (20 degC), so a command is confirmed
+  // only once the device took it.
+  const simulated = { url: MQTT_URL, devices: 1, rate: 4, kinds: ['heatpump', 'energy'] as ('heatpump' | 'energy')[], topic_prefix: `${level}/`, initial_settings: { indoor_target_temp: 20, mode: 1 } };
+  answering = await startFleet({ ...simulated, first_index: 1, client_id: `${level}-sim-1` });
+  ignoring = await startFleet({ ...simulated, first_index: 2, client_id: `${level}-sim-2`, respond: false });
 
   browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
 });
 
 afterAll(async () => {
   await browser?.close();
-  await fleet?.stop();
+  await answering?.stop();
+  await ignoring?.stop();
   await watcher?.endAsync();
   for (const r of runners) await r.stop();
   const admin = kafkaClient(`e2e-dash-${id}-cleanup`).admin();
   await admin.connect();
   await admin.deleteTopics({ topics: ['heatpump-realtime', 'energy-realtime', 'dead-letter'].map(topicOf) }).catch(() => undefined);
+  if (bridge) await deleteTopics(admin, bridge);
+  await confirm?.cleanup(admin);
   await admin.disconnect();
   await telemetry?.drop();
   await settings?.drop();
@@ -182,39 +233,55 @@ describe('dashboard in Chromium', () => {
     await page.close();
   });
 
-  it('a settings change is saved and shows "Sending to heatpump…" while the outbox entry is polled, then "updated" once it is confirmed', async () => {
+  it('a settings change goes through the real loop: "Sending to heatpump…" while the outbox entry is polled, "updated" once the heat pump\'s telemetry confirmed it; a change it ignores ends timed out', async () => {
     const page = await openDashboard();
     const field = page.locator('#settings-form input[name="indoor_target_temp"]');
-    // The form shows the device's settings from the API.
-    await page.waitForFunction(() => (document.querySelector('#settings-form input[name="indoor_target_temp"]') as HTMLInputElement | null)?.value === '20', null, { timeout: UI_TIMEOUT });
-    const device = await page.locator('#settings-device').inputValue();
-    expect(DEVICES).toContain(device);
+    const formShows = (value: string) =>
+      page.waitForFunction((v) => (document.querySelector('#settings-form input[name="indoor_target_temp"]') as HTMLInputElement | null)?.value === v, value, { timeout: UI_TIMEOUT });
+    const choose = async (device: string) => {
+      await page.locator(`#settings-device option[value="${device}"]`).waitFor({ state: 'attached', timeout: UI_TIMEOUT });
+      await page.locator('#settings-device').selectOption(device);
+      // The form shows the device's settings from the API.
+      await formShows('20');
+    };
 
+    await choose(ANSWERING);
+    const applied = new Promise<AppliedEvent>((resolve) => answering!.once('applied', resolve));
     await field.fill('22.5');
-    const patched = page.waitForResponse((r) => r.request().method() === 'PATCH' && r.url().includes(`/api/v1/heatpump/settings/${device}`));
+    const patched = page.waitForResponse((r) => r.request().method() === 'PATCH' && r.url().includes(`/api/v1/heatpump/settings/${ANSWERING}`));
     await page.locator('#save').click();
     const answer = (await (await patched).json()) as { outbox_id: number; indoor_target_temp: number };
     expect(answer.indoor_target_temp).toBe(22.5);
     await page.locator('#command-status[data-state="sending"]', { hasText: 'Sending to heatpump…' }).waitFor({ timeout: UI_TIMEOUT });
-    const row = (await settings.query('SELECT status, payload FROM outbox WHERE id = $1', [answer.outbox_id])).rows[0];
-    expect(row).toEqual({ status: 'pending', payload: { outbox_id: answer.outbox_id, device_id: device, settings: { indoor_target_temp: 22.5 } } });
+    const command = (await settings.query('SELECT payload FROM outbox WHERE id = $1', [answer.outbox_id])).rows[0];
+    expect(command.payload).toEqual({ outbox_id: answer.outbox_id, device_id: ANSWERING, settings: { indoor_target_temp: 22.5 } });
 
-    // The page polls the entry; once it is pending no more (here: confirmed by the test in place of
-    // the command loop) it says so.
-    await page.waitForResponse((r) => r.url().endsWith(`/api/v1/heatpump/settings/outbox/${answer.outbox_id}`) && r.status() === 200);
-    await settings.query("UPDATE outbox SET status = 'confirmed', published_at = now(), confirmed_at = now() WHERE id = $1", [answer.outbox_id]);
+    // Nobody but the loop touches the row: dispatched over MQTT, applied by the simulated heat pump,
+    // reported in its telemetry, confirmed by command-confirm; the page polls until it sees that.
     await page.locator('#command-status[data-state="updated"]', { hasText: 'Settings updated' }).waitFor({ timeout: UI_TIMEOUT });
+    const took = await within(UI_TIMEOUT, () => 'the simulated heat pump did not apply the command', applied);
+    expect(took).toMatchObject({ device_id: ANSWERING, outcome: { status: 'applied', outbox_id: answer.outbox_id, values: { indoor_target_temp: 22.5 } } });
+    const row = (await settings.query('SELECT status, published_at, confirmed_at, retry_count FROM outbox WHERE id = $1', [answer.outbox_id])).rows[0];
+    expect(row).toMatchObject({ status: 'confirmed', retry_count: 0 });
+    expect(row.confirmed_at.getTime()).toBeGreaterThanOrEqual(row.published_at.getTime());
+    const report = (await settings.query('SELECT settings FROM device_reports WHERE device_id = $1', [ANSWERING])).rows[0];
+    expect(report.settings.indoor_target_temp).toBe(22.5);
 
-    // A command that fails shows the failure and its reason.
+    // A heat pump that ignores the command: published, no confirming telemetry, timed out by the
+    // sweep; the page shows the failure and its reason.
+    await choose(IGNORING);
     await field.fill('21');
-    const second = page.waitForResponse((r) => r.request().method() === 'PATCH');
+    const second = page.waitForResponse((r) => r.request().method() === 'PATCH' && r.url().includes(`/api/v1/heatpump/settings/${IGNORING}`));
     await page.locator('#save').click();
-    const failing = (await (await second).json()) as { outbox_id: number };
+    const ignored = (await (await second).json()) as { outbox_id: number };
     await page.locator('#command-status[data-state="sending"]').waitFor({ timeout: UI_TIMEOUT });
-    await settings.query("UPDATE outbox SET status = 'failed', error_message = 'no PUBACK within 10s (3 attempts)' WHERE id = $1", [failing.outbox_id]);
-    await page.locator('#command-status[data-state="failed"]', { hasText: 'Failed: failed: no PUBACK within 10s (3 attempts)' }).waitFor({ timeout: UI_TIMEOUT });
+    await page
+      .locator('#command-status[data-state="failed"]', { hasText: `Failed: timed_out: no telemetry reported the commanded values within ${CONFIRM_TIMEOUT_S} s of publishing` })
+      .waitFor({ timeout: UI_TIMEOUT + CONFIRM_TIMEOUT_S * 1000 });
+    expect((await settings.query('SELECT status, published_at FROM outbox WHERE id = $1', [ignored.outbox_id])).rows[0]).toMatchObject({ status: 'timed_out', published_at: expect.any(Date) });
+    expect(ignoring!.stats().commands.ignored).toBeGreaterThanOrEqual(1);
     await page.close();
-  });
+  }, 120_000);
 
   it('a value outside the API\'s rules is refused in the page (no request), and the API\'s own error is shown when it rejects one', async () => {
     const page = await openDashboard();
