@@ -15,7 +15,9 @@
  *   No JSON parsing, no validation, no headers.
  * - kafkajs 2 idempotent producer, acks=-1, maxInFlightRequests 1, no compression, the runner's
  *   kafka output batching: a batch at 100 messages or 512 KiB or 10 ms after its first message,
- *   one `sendBatch` at a time.
+ *   one `sendBatch` at a time. With `client: "platformatic"`: @platformatic/kafka's idempotent
+ *   producer instead (acks=-1, Java's partitioner), also one `send` at a time, as the runner's kafka
+ *   output with `client: platformatic`.
  * - PUBACK only after Kafka acknowledged the message's batch, in arrival order (at-least-once, like
  *   the runner). mqtt.js has no public API for acknowledging later without stopping reading
  *   (`customHandleAcks` holds the packet loop until it answers), so, like the runner's mqtt input,
@@ -24,6 +26,7 @@
  * Prints `ready` on stdout once subscribed and connected to Kafka; stops on SIGTERM after the
  * messages in progress are written and acknowledged.
  */
+import { Producer as PlatformaticProducer, compatibilityPartitioner } from '@platformatic/kafka';
 import kafkajs, { type Message } from 'kafkajs';
 import mqtt, { type IPublishPacket } from 'mqtt';
 
@@ -41,6 +44,7 @@ interface BareConfig {
   batch: { count: number; bytes: number; periodMs: number };
   /** Messages in progress at most (received, PUBACK not sent yet). */
   window: number;
+  client?: 'kafkajs' | 'platformatic';
 }
 
 const cfg = JSON.parse(process.argv[2] ?? '{}') as BareConfig;
@@ -51,15 +55,30 @@ interface Pending {
   record: Message;
 }
 
-const kafka = new Kafka({ clientId: 'bench-bare', brokers: cfg.brokers, logLevel: logLevel.WARN });
-const producer = kafka.producer({
-  idempotent: true,
-  maxInFlightRequests: 1,
-  allowAutoTopicCreation: false,
-  createPartitioner: Partitioners.DefaultPartitioner,
-  retry: { retries: 3, initialRetryTime: 300, maxRetryTime: 5_000 },
-});
-await producer.connect();
+/** Write the batch's records with acks=all; one call at a time. */
+let sendBatch: (byTopic: Map<string, Message[]>) => Promise<unknown>;
+let closeProducer: () => Promise<void>;
+if (cfg.client === 'platformatic') {
+  const producer = new PlatformaticProducer({ clientId: 'bench-bare', bootstrapBrokers: cfg.brokers, idempotent: true, acks: -1, autocreateTopics: false, partitioner: compatibilityPartitioner, retries: 3, retryDelay: 300 });
+  await producer.metadata({ topics: [] });
+  closeProducer = () => producer.close();
+  sendBatch = (byTopic) =>
+    producer.send({
+      messages: [...byTopic].flatMap(([topic, records]) => records.map((r) => ({ topic, key: r.key == null ? undefined : Buffer.from(r.key), value: r.value as Buffer }))),
+    });
+} else {
+  const kafka = new Kafka({ clientId: 'bench-bare', brokers: cfg.brokers, logLevel: logLevel.WARN });
+  const producer = kafka.producer({
+    idempotent: true,
+    maxInFlightRequests: 1,
+    allowAutoTopicCreation: false,
+    createPartitioner: Partitioners.DefaultPartitioner,
+    retry: { retries: 3, initialRetryTime: 300, maxRetryTime: 5_000 },
+  });
+  await producer.connect();
+  closeProducer = () => producer.disconnect();
+  sendBatch = (byTopic) => producer.sendBatch({ acks: -1, compression: CompressionTypes.None, topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })) });
+}
 
 const client = mqtt.connect(cfg.mqttUrl, {
   protocolVersion: 5,
@@ -119,7 +138,7 @@ async function pump(): Promise<void> {
       list.push(p.record);
     }
     try {
-      await producer.sendBatch({ acks: -1, compression: CompressionTypes.None, topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })) });
+      await sendBatch(byTopic);
     } catch (err) {
       process.stderr.write(`bare: sendBatch failed, retrying: ${(err as Error).message}\n`);
       await new Promise((r) => setTimeout(r, 500));
@@ -166,7 +185,7 @@ process.on('SIGTERM', () => {
   flush();
   const wait = async () => {
     while (sending || queue.length) await new Promise((r) => setTimeout(r, 20));
-    await producer.disconnect();
+    await closeProducer();
     await client.endAsync();
     process.stderr.write(`bare: stopped after writing ${written} messages\n`);
     process.exit(0);

@@ -32,6 +32,7 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import mqtt from 'mqtt';
+import { parseDocument } from 'yaml';
 import {
   BRIDGE_FILTERS,
   BROKERS,
@@ -75,7 +76,9 @@ const { values: args } = parseArgs({
 if (args.help) {
   process.stdout.write(`Usage: node --import tsx bench/mqtt-bridge/run.ts [options]
 
-  --phases <list>        <bridge>[@<rate>], bridge runner|minimal|bare; latency, latency-minimal,
+  --phases <list>        <bridge>[/<client>][@<rate>], bridge runner|minimal|bare, client kafkajs
+                         (default) or platformatic (the kafka output's client; bare uses the same
+                         library), e.g. runner/platformatic@2000; latency, latency-minimal,
                          latency-bare = runner@R, minimal@R, bare@R with R = --rate
                          (default runner,minimal,bare,latency,latency-minimal,latency-bare)
   --rate <msg/s>         rate of the latency phases (default 2000)
@@ -114,15 +117,17 @@ type BridgeKind = 'runner' | 'minimal' | 'bare';
 interface Phase {
   name: string;
   bridge: BridgeKind;
+  /** The Kafka client library of the bridge. */
+  client: 'kafkajs' | 'platformatic';
   /** msg/s; 0 = as fast as the broker acknowledges. */
   rate: number;
 }
 const ALIASES: Record<string, string> = { latency: `runner@${RATE}`, 'latency-minimal': `minimal@${RATE}`, 'latency-bare': `bare@${RATE}` };
 const PHASES: Phase[] = args.phases!.split(',').filter(Boolean).map((text) => {
   const name = ALIASES[text.trim()] ?? text.trim();
-  const m = /^(runner|minimal|bare)(?:@(\d+))?$/.exec(name);
-  if (!m) throw new Error(`phase ${text}: expected runner|minimal|bare[@<rate>], latency, latency-minimal or latency-bare`);
-  return { name, bridge: m[1] as BridgeKind, rate: Number(m[2] ?? 0) };
+  const m = /^(runner|minimal|bare)(?:\/(kafkajs|platformatic))?(?:@(\d+))?$/.exec(name);
+  if (!m) throw new Error(`phase ${text}: expected runner|minimal|bare[/kafkajs|/platformatic][@<rate>], latency, latency-minimal or latency-bare`);
+  return { name, bridge: m[1] as BridgeKind, client: (m[2] ?? 'kafkajs') as Phase['client'], rate: Number(m[3] ?? 0) };
 });
 
 const log = (line: string) => process.stderr.write(`${new Date().toISOString().slice(11, 23)} ${line}\n`);
@@ -156,7 +161,7 @@ const profileArgs = (name: string) => (CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir
 
 /** A bridge child process; resolves `ready` once it takes messages. */
 function startBridge(phase: Phase, id: string, dir: string, topics: BenchTopics, port: number): { child: ChildProcess; ready: Promise<void> } {
-  const logFile = join(dir, `${phase.bridge}.log`);
+  const logFile = join(dir, `${phase.bridge}-${phase.client}.log`);
   if (phase.bridge === 'bare') {
     const config = {
       mqttUrl: MQTT_URL,
@@ -167,8 +172,9 @@ function startBridge(phase: Phase, id: string, dir: string, topics: BenchTopics,
       brokers: BROKERS,
       batch: { count: 100, bytes: 524_288, periodMs: 10 }, // the kafka output's defaults
       window: 1000, // the mqtt input's max_in_flight default
+      client: phase.client,
     };
-    const child = spawn(process.execPath, [...profileArgs(`bare-${id}`), '--import', 'tsx', join(ROOT, 'bench/mqtt-bridge/bare.ts'), JSON.stringify(config)], {
+    const child = spawn(process.execPath, [...profileArgs(`bare-${phase.client}-${id}`), '--import', 'tsx', join(ROOT, 'bench/mqtt-bridge/bare.ts'), JSON.stringify(config)], {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -180,9 +186,11 @@ function startBridge(phase: Phase, id: string, dir: string, topics: BenchTopics,
     return { child, ready };
   }
   const file = join(dir, `${phase.bridge}.yaml`);
-  writeFileSync(file, benchPipeline(phase.bridge, id));
+  const pipeline = parseDocument(benchPipeline(phase.bridge, id));
+  for (const slot of ['output', 'dead_letter']) if (pipeline.hasIn([slot, 'kafka'])) pipeline.setIn([slot, 'kafka', 'client'], phase.client);
+  writeFileSync(file, pipeline.toString());
   const extra = args['runner-node-args']!.split(/\s+/).filter(Boolean);
-  const child = spawn(process.execPath, [...profileArgs(`${phase.bridge}-${id}`), ...extra, join(ROOT, 'bin/runner.mjs'), 'start', file], {
+  const child = spawn(process.execPath, [...profileArgs(`${phase.bridge}-${phase.client}-${id}`), ...extra, join(ROOT, 'bin/runner.mjs'), 'start', file], {
     cwd: ROOT,
     env: { ...process.env, RUNNER_HTTP_PORT: String(port), RUNNER_HTTP_HOST: '127.0.0.1', MQTT_URL, KAFKA_BROKERS: BROKERS.join(',') },
     stdio: ['ignore', 'ignore', 'pipe'],
@@ -274,7 +282,7 @@ interface Result {
 
 async function runPhase(phase: Phase, repeat: number): Promise<Result> {
   const id = `${Date.now().toString(36)}${randomBytes(2).toString('hex')}`;
-  const dir = join(OUT, `${repeat}-${phase.name.replace('@', '_')}-${id}`);
+  const dir = join(OUT, `${repeat}-${phase.name.replace('@', '_').replace('/', '-')}-${id}`);
   mkdirSync(dir, { recursive: true });
   const topics = phase.bridge === 'minimal' ? minimalTopics(id, benchTopics(id)) : benchTopics(id);
   const outputTopics = Object.values(topics.byKindStream);
@@ -415,10 +423,13 @@ for (const { name } of PHASES) {
       `${m((r) => r.latency.p50)} / ${m((r) => r.latency.p99)} / ${m((r) => r.latency.max)} | ${m((r) => r.peakRssMb)} | ${m((r) => r.bridgeCpuUsPerMsg)} | ${m((r) => r.cpu?.othersPct)} |`,
   );
 }
-const bare = median(valid('bare').map((r) => r.throughput));
-for (const name of ['runner', 'minimal']) {
-  const tp = median(valid(name).map((r) => r.throughput));
-  if (Number.isFinite(tp) && Number.isFinite(bare)) lines.push(`${name} / bare = ${(tp / bare).toFixed(2)}`);
+for (const client of ['kafkajs', 'platformatic']) {
+  const suffix = client === 'kafkajs' ? '' : `/${client}`;
+  const bare = median(valid(`bare${suffix}`).map((r) => r.throughput));
+  for (const name of ['runner', 'minimal']) {
+    const tp = median(valid(`${name}${suffix}`).map((r) => r.throughput));
+    if (Number.isFinite(tp) && Number.isFinite(bare)) lines.push(`${name}${suffix} / bare${suffix} = ${(tp / bare).toFixed(2)}`);
+  }
 }
 lines.push('', `results: ${join(OUT, 'results.json')}`);
 process.stdout.write(`${lines.join('\n')}\n`);
