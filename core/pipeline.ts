@@ -146,7 +146,9 @@ export class PipelineRuntime {
     const inputTap = this.taps.point(inputCfg.component, 'input', inputCfg.name);
     const input$ = defer(() => (inputCfg.operator as InputOperator).create(inputCfg.config, inputCtx)).pipe(
       map((msg): Msg => {
+        // An input passes on what it reads: both counts, so `sent` means the same for every kind.
         inputCtx.metrics.received();
+        inputCtx.metrics.sent();
         inputTap.emit(msg);
         return this.track(msg);
       }),

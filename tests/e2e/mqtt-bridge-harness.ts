@@ -160,7 +160,9 @@ export class RunnerProcess {
 
   /** `file`: one pipeline file, or several run in one process. */
   constructor(file: string | string[], readonly name: string, env: Record<string, string> = {}) {
-    this.child = spawn(process.execPath, [join(ROOT, 'bin/runner.mjs'), 'start', ...(Array.isArray(file) ? file : [file])], {
+    // RUNNER_NODE_ARGS: extra node flags for the runner process (benchmarks: `--cpu-prof --cpu-prof-dir=...`).
+    const nodeArgs = (process.env.RUNNER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+    this.child = spawn(process.execPath, [...nodeArgs, join(ROOT, 'bin/runner.mjs'), 'start', ...(Array.isArray(file) ? file : [file])], {
       cwd: ROOT,
       env: { ...process.env, RUNNER_HTTP_PORT: '0', RUNNER_HTTP_HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
       stdio: ['ignore', 'ignore', 'pipe'],

@@ -67,6 +67,10 @@ describe('PipelineRuntime acknowledges a message only when it is finished', () =
     expect(h.outcomes.has('keep-me')).toBe(false);
     expect(h.held('output.hold').map((x) => x.msg.meta.id)).toEqual(['keep-me']);
     expect(await counterValue(metrics, 'runner_component_discarded_total', { pipeline: 'engine-test', component: 'pipeline.0.filter', reason: 'filtered' })).toBe(1);
+    // Received and sent on: the input both read and handed on 2; the filter passed 1 of them.
+    expect(await counterValue(metrics, 'runner_component_received_total', { pipeline: 'engine-test', component: 'input.memory' })).toBe(2);
+    expect(await counterValue(metrics, 'runner_component_sent_total', { pipeline: 'engine-test', component: 'input.memory' })).toBe(2);
+    expect(await counterValue(metrics, 'runner_component_sent_total', { pipeline: 'engine-test', component: 'pipeline.0.filter' })).toBe(1);
     h.held('output.hold')[0]!.release();
     await runtime.stop();
   });
