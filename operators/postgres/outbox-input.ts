@@ -322,6 +322,14 @@ export const postgresOutbox = defineInput({
       /** The connection went back to the pool (or was destroyed); nothing more runs on it. */
       released: boolean;
       onError: (err: Error) => void;
+      /**
+       * A query on the batch's connection, after the ones already asked for: messages settle
+       * concurrently, and one connection runs one query at a time (pg 8 queues them with a
+       * deprecation warning; pg 9 refuses).
+       */
+      query(text: string, params?: unknown[]): Promise<pg.QueryResult>;
+      /** The end of the queue of queries. */
+      tail: Promise<unknown>;
     }
 
     const sources: SourceState[] = cfg.sources.map((s) => {
@@ -478,7 +486,7 @@ export const postgresOutbox = defineInput({
         try {
           if (b.broken) return;
           if (error !== null) {
-            const { rows } = await b.client.query(b.src.sql!.recordFailure, [b.src.def.name, row.event_id, errorMessage(error), error instanceof RunnerError ? error.code : 'INTERNAL']);
+            const { rows } = await b.query(b.src.sql!.recordFailure, [b.src.def.name, row.event_id, errorMessage(error), error instanceof RunnerError ? error.code : 'INTERNAL']);
             b.failed.push({ row, attempts: rows[0].attempts, error: errorMessage(error) });
             return;
           }
@@ -487,7 +495,7 @@ export const postgresOutbox = defineInput({
             return;
           }
           // A follower waits: check now whether this attempt failed (dead-letter output counted it).
-          const { rows } = await b.client.query(b.src.sql!.attempts, [b.src.def.name, [row.event_id]]);
+          const { rows } = await b.query(b.src.sql!.attempts, [b.src.def.name, [row.event_id]]);
           const now = rows[0];
           if (now && now.attempts > row.attempts) {
             b.failed.push({ row, attempts: now.attempts, error: now.last_error ?? 'dead-lettered' });
@@ -522,7 +530,7 @@ export const postgresOutbox = defineInput({
         try {
           if (b.broken) throw new Error('batch connection failed');
           if (b.toCheck.length) {
-            const { rows } = await b.client.query(sql.attempts, [s.def.name, b.toCheck.map((r) => r.event_id)]);
+            const { rows } = await b.query(sql.attempts, [s.def.name, b.toCheck.map((r) => r.event_id)]);
             const after = new Map<string, { attempts: number; last_error: string | null }>(rows.map((r: { event_id: string; attempts: number; last_error: string | null }) => [r.event_id, r]));
             for (const row of b.toCheck) {
               const a = after.get(row.event_id);
@@ -530,26 +538,26 @@ export const postgresOutbox = defineInput({
               else b.published.push(row);
             }
           }
-          if (b.published.length) await b.client.query(sql.mark, [b.published.map((r) => r.event_id)]);
+          if (b.published.length) await b.query(sql.mark, [b.published.map((r) => r.event_id)]);
           for (const f of b.failed) {
             failedN++;
             const last = f.attempts >= cfg.max_attempts;
             const ms = last ? 0 : backoffDelay(backoff, f.attempts);
             // Status marker: the attempt is recorded in the row as well (retry_count, next_attempt_at,
             // error_message; the status `failed` after the last one), in the same transaction.
-            if (sql.rowFailure) await b.client.query(sql.rowFailure, [f.row.event_id, f.attempts, f.error, ms, last]);
+            if (sql.rowFailure) await b.query(sql.rowFailure, [f.row.event_id, f.attempts, f.error, ms, last]);
             if (last) {
               deadN++;
-              await b.client.query(sql.deadLetter, [s.def.name, f.row.event_id]);
+              await b.query(sql.deadLetter, [s.def.name, f.row.event_id]);
               log.error({ source: s.def.name, event_id: f.row.event_id, aggregate_id: f.row.aggregate_id, attempts: f.attempts, err: f.error }, 'outbox event dead-lettered after its last attempt');
             } else {
-              await b.client.query(sql.scheduleRetry, [s.def.name, f.row.event_id, ms]);
+              await b.query(sql.scheduleRetry, [s.def.name, f.row.event_id, ms]);
               log.warn({ source: s.def.name, event_id: f.row.event_id, aggregate_id: f.row.aggregate_id, attempts: f.attempts, retryInMs: ms, err: f.error }, 'outbox event failed; its aggregate waits for the retry');
             }
           }
-          if (b.failed.length && sql.stateError) await b.client.query(sql.stateError, [s.def.name, `event ${b.failed.at(-1)!.row.event_id}: ${b.failed.at(-1)!.error}`]);
-          if (b.published.length && sql.statePublished) await b.client.query(sql.statePublished, [s.def.name, b.published.length]);
-          await b.client.query('COMMIT');
+          if (b.failed.length && sql.stateError) await b.query(sql.stateError, [s.def.name, `event ${b.failed.at(-1)!.row.event_id}: ${b.failed.at(-1)!.error}`]);
+          if (b.published.length && sql.statePublished) await b.query(sql.statePublished, [s.def.name, b.published.length]);
+          await b.query('COMMIT');
           published = b.published.length;
           b.released = true;
           b.client.removeListener('error', b.onError);
@@ -617,6 +625,12 @@ export const postgresOutbox = defineInput({
           broken: false,
           released: false,
           onError: (err) => brokenBatch(b, err),
+          tail: Promise.resolve(),
+          query(text, params) {
+            const run = b.tail.then(() => client.query(text, params));
+            b.tail = run.catch(() => undefined);
+            return run;
+          },
         };
         client.on('error', b.onError);
         // Chains: per aggregate the events after the head, in order, up to the first one that
