@@ -4,8 +4,12 @@
  * message, for each of the three length encodings.
  */
 import { describe, expect, it } from 'vitest';
-import { Receiver } from 'ws';
+import type { Writable } from 'node:stream';
+import * as ws from 'ws';
 import { textFrame } from '../../../../operators/websocket/server-output.ts';
+
+// ws's frame parser; the package exports it, its type declarations do not.
+const { Receiver } = ws as unknown as { Receiver: new (opts: { isServer: boolean }) => Writable };
 
 function parse(frames: Buffer[]): Promise<string[]> {
   return new Promise((resolve, reject) => {
