@@ -39,14 +39,15 @@
  * The load generator runs on the same machine (node:http, keep-alive agent); its CPU is part of
  * what the machine does. `uptime` load is printed before and after each phase.
  */
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import { cpus, loadavg, totalmem, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
+import { cpuSeconds, machineInfo, machineTicks, uptime } from '../lib/proc.ts';
 import { migrateDatabase } from '../../operators/postgres/migrate.ts';
 import { createTestDatabase, type TestDatabase } from '../../tests/helpers/postgres.ts';
 import { MQTT_URL, ROOT, RunnerProcess, bridgePipeline, createTopics, deleteTopics, dropMqttSession, kafkaClient, uniqueId, within } from '../../tests/e2e/mqtt-bridge-harness.ts';
@@ -92,13 +93,6 @@ mkdirSync(OUT, { recursive: true });
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const log = (line: string) => console.error(`[${new Date().toISOString().slice(11, 19)}] ${line}`);
-const uptime = () => {
-  try {
-    return execFileSync('uptime', { encoding: 'utf8' }).trim();
-  } catch {
-    return `load average: ${loadavg().map((x) => x.toFixed(2)).join(', ')}`;
-  }
-};
 /** Nearest-rank percentile of sorted values. */
 const pct = (sorted: number[], p: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]! : NaN);
 const stats = (xs: number[]) => {
@@ -111,20 +105,7 @@ const deviceId = (i: number) => `device-${String(i + 1).padStart(3, '0')}`;
 /** The value of a device's j-th command: 21.5, 22, ... 30, then again (always a change from the one before). */
 const valueFor = (j: number) => 21.5 + 0.5 * (j % 18);
 
-const CLK_TCK = 100;
-const cpuSeconds = (pid: number): number | null => {
-  try {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return (Number(f[11]) + Number(f[12])) / CLK_TCK;
-  } catch {
-    return null;
-  }
-};
-const machineBusy = (): { busy: number; total: number } => {
-  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  const total = f.reduce((a, b) => a + b, 0);
-  return { busy: total - f[3]! - (f[4] ?? 0), total };
-};
+const machineBusy = machineTicks;
 
 // ---------------------------------------------------------------------------------------------
 // HTTP: node:http with a keep-alive agent (cheaper per request than fetch on a 2-core machine)
@@ -374,7 +355,7 @@ async function startApi(label: string, pipelines: string[], env: Record<string, 
 async function main() {
   const id = `bench${uniqueId()}`;
   const results: Record<string, unknown> = {};
-  const machine = { nproc: cpus().length, cpu: cpus()[0]?.model, mem_gib: +(totalmem() / 2 ** 30).toFixed(1), node: process.version };
+  const machine = machineInfo();
   const config = { dispatch_poll: args['dispatch-poll'] || 'shipped (1s)', api_pg_in_flight: args['api-pg-in-flight'] || 'shipped (4)', devices: DEVICES, commands: COMMANDS, rate: RATE, poll_ms: POLL_MS, clients: CLIENTS, duration_s: DURATION_S, warmup_s: WARMUP_S, sim_rate: Number(args['sim-rate']) };
   log(`machine ${machine.nproc} cores (${machine.cpu}), ${machine.mem_gib} GiB, node ${machine.node}; ${uptime()}`);
 

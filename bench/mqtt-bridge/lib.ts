@@ -1,6 +1,6 @@
 /**
  * What bench/mqtt-bridge/run.ts needs: the bench pipelines (derived from pipelines/mqtt-bridge.yaml),
- * /proc sampling (RSS, CPU of each process, machine load), percentiles, and reading the bench topics
+ * /proc sampling (re-exported from bench/lib/proc.ts), percentiles, and reading the bench topics
  * back with a Kafka consumer.
  */
 import { readFileSync } from 'node:fs';
@@ -127,116 +127,9 @@ export async function countRecords(admin: Admin, topics: string[]): Promise<numb
 }
 
 // ---------------------------------------------------------------------------------------------
-// /proc sampling
+// /proc sampling: shared with the other benchmarks (bench/lib/proc.ts)
 
-export const CLK_TCK = 100;
-
-/** utime + stime of a process, in clock ticks; null if it is gone. */
-export function cpuTicks(pid: number): number | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // fields[0] is field 3 (state); utime is field 14, stime field 15.
-    return Number(fields[11]) + Number(fields[12]);
-  } catch {
-    return null;
-  }
-}
-
-/** VmRSS and VmHWM (peak RSS) of a process in kB; null if it is gone. */
-export function memory(pid: number): { rssKb: number; hwmKb: number } | null {
-  try {
-    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const kb = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
-    return { rssKb: kb('VmRSS'), hwmKb: kb('VmHWM') };
-  } catch {
-    return null;
-  }
-}
-
-/** Machine-wide CPU ticks: total and busy (everything but idle and iowait). */
-export function machineTicks(): { total: number; busy: number } {
-  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!;
-  const v = line.trim().split(/\s+/).slice(1).map(Number);
-  const total = v.slice(0, 8).reduce((a, b) => a + b, 0); // user nice system idle iowait irq softirq steal
-  const idle = v[3]! + v[4]!;
-  return { total, busy: total - idle };
-}
-
-export const loadavg = (): number[] => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).map(Number);
-
-export function readPid(file: string): number | null {
-  try {
-    const n = Number(readFileSync(file, 'utf8').trim());
-    return Number.isInteger(n) && n > 0 ? n : null;
-  } catch {
-    return null;
-  }
-}
-
-export interface Sample {
-  t: number;
-  rssKb: number | null;
-  /** CPU ticks per watched process (by name). */
-  ticks: Record<string, number | null>;
-  machine: { total: number; busy: number };
-  load1: number;
-}
-
-/** Samples RSS of `rssPid` and CPU of every watched process every `everyMs`. */
-export class Sampler {
-  readonly samples: Sample[] = [];
-  private timer: NodeJS.Timeout | null = null;
-
-  constructor(
-    private readonly rssPid: number,
-    private readonly watch: () => Record<string, number | null>,
-    private readonly everyMs = 250,
-  ) {}
-
-  start(): void {
-    this.sample();
-    this.timer = setInterval(() => this.sample(), this.everyMs);
-  }
-
-  stop(): void {
-    if (this.timer) clearInterval(this.timer);
-    this.timer = null;
-    this.sample();
-  }
-
-  private sample(): void {
-    const ticks: Record<string, number | null> = {};
-    for (const [name, pid] of Object.entries(this.watch())) ticks[name] = pid ? cpuTicks(pid) : null;
-    this.samples.push({ t: Date.now(), rssKb: memory(this.rssPid)?.rssKb ?? null, ticks, machine: machineTicks(), load1: loadavg()[0]! });
-  }
-
-  /** Average CPU (% of one core) of each watched process and of the whole machine between t0 and t1. */
-  cpuBetween(t0: number, t1: number): { processes: Record<string, number | null>; othersPct: number; machineBusyPct: number; machineCores: number; load1: { min: number; max: number } } | null {
-    const inWin = this.samples.filter((s) => s.t >= t0 && s.t <= t1);
-    if (inWin.length < 2) return null;
-    const a = inWin[0]!;
-    const b = inWin[inWin.length - 1]!;
-    const secs = (b.t - a.t) / 1000;
-    const processes: Record<string, number | null> = {};
-    for (const name of Object.keys(b.ticks)) {
-      const x = a.ticks[name];
-      const y = b.ticks[name];
-      processes[name] = x == null || y == null ? null : ((y - x) / CLK_TCK / secs) * 100;
-    }
-    const cores = (b.machine.total - a.machine.total) / CLK_TCK / secs;
-    const busyPct = ((b.machine.busy - a.machine.busy) / CLK_TCK / secs) * 100;
-    const loads = inWin.map((s) => s.load1);
-    // Everything else on the machine (other sessions' tests, the other stack, ...).
-    const ours = Object.values(processes).reduce<number>((a, b) => a + (b ?? 0), 0);
-    return { processes, othersPct: Math.max(0, busyPct - ours), machineBusyPct: busyPct, machineCores: Math.round(cores), load1: { min: Math.min(...loads), max: Math.max(...loads) } };
-  }
-
-  peakRssKb(t0 = 0, t1 = Infinity): number | null {
-    const v = this.samples.filter((s) => s.t >= t0 && s.t <= t1 && s.rssKb != null).map((s) => s.rssKb!);
-    return v.length ? Math.max(...v) : null;
-  }
-}
+export { CLK_TCK, Sampler, cpuTicks, loadavg, machineTicks, memory, readPid, type Sample } from '../lib/proc.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Statistics

@@ -29,7 +29,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { cpus, loadavg, totalmem, tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -37,6 +37,7 @@ import kafkajs from 'kafkajs';
 import pg from 'pg';
 import { migrateDatabase } from '../../operators/postgres/migrate.ts';
 import { createTopicsReady } from '../../tests/helpers/kafka.ts';
+import { cpuSeconds, machineInfo, machineTicks, rssMb } from '../lib/proc.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const PIPELINE = join(ROOT, 'bench', 'postgres-sink', 'pipeline.yaml');
@@ -170,29 +171,8 @@ async function writeCsv(file: string): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // Sampling /proc
 // ---------------------------------------------------------------------------------------------
-const rssMb = (pid: number): number | null => {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) / 1024 : null;
-  } catch {
-    return null;
-  }
-};
-const CLK_TCK = 100;
-const cpuSeconds = (pid: number): number | null => {
-  try {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return (Number(f[11]) + Number(f[12])) / CLK_TCK;
-  } catch {
-    return null;
-  }
-};
-const machineBusy = (): { busy: number; total: number } => {
-  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  const total = f.reduce((a, b) => a + b, 0);
-  const idle = f[3]! + (f[4] ?? 0);
-  return { busy: total - idle, total };
-};
+// rssMb, cpuSeconds and the machine's busy time: bench/lib/proc.ts.
+const machineBusy = machineTicks;
 
 // ---------------------------------------------------------------------------------------------
 // Phases
@@ -490,7 +470,7 @@ async function main() {
     max_peak_rss_mb: Math.max(...by(p).map((r) => r.peak_rss_mb ?? NaN)),
     median_runner_cpu_s: med(p, (r) => r.runner_cpu_s),
   }));
-  const machine = { nproc: cpus().length, cpu: cpus()[0]?.model, mem_gib: +(totalmem() / 2 ** 30).toFixed(1), node: process.version };
+  const machine = machineInfo();
   const config = { rows: ROWS, devices: DEVICES, partitions: PARTITIONS, repeat: REPEAT, batch: args.batch || 'pipeline default', max_in_flight: args['max-in-flight'] || 'pipeline default', input_in_flight: args['input-in-flight'] || 'pipeline default', runner_node_args: args['runner-node-args'] };
   writeFileSync(join(OUT, 'results.json'), JSON.stringify({ machine, config, summary, results }, null, 2));
   console.log(`\n${ROWS} rows, ${PARTITIONS} partitions, ${REPEAT} repeat(s); medians; machine ${machine.nproc} cores, ${machine.mem_gib} GiB\n`);

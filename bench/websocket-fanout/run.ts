@@ -34,7 +34,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { cpus, loadavg, totalmem, tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -43,6 +43,7 @@ import WebSocket from 'ws';
 import { parseDocument } from 'yaml';
 import { parseDuration } from '../../core/duration.ts';
 import { createTopicsReady } from '../../tests/helpers/kafka.ts';
+import { cpuSeconds as procCpuSeconds, machineInfo, machineTicks, rssMb } from '../lib/proc.ts';
 
 const SELF = fileURLToPath(import.meta.url);
 const ROOT = resolve(dirname(SELF), '..', '..');
@@ -162,28 +163,9 @@ async function worker() {
 // ---------------------------------------------------------------------------------------------
 // /proc sampling, metrics
 // ---------------------------------------------------------------------------------------------
-const rssMb = (pid: number): number | null => {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) / 1024 : null;
-  } catch {
-    return null;
-  }
-};
-const CLK_TCK = 100;
-const cpuSeconds = (pid: number): number => {
-  try {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return (Number(f[11]) + Number(f[12])) / CLK_TCK;
-  } catch {
-    return NaN;
-  }
-};
-const machineBusy = (): { busy: number; total: number } => {
-  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  const total = f.reduce((a, b) => a + b, 0);
-  return { busy: total - f[3]! - (f[4] ?? 0), total };
-};
+// rssMb and the CPU readings come from bench/lib/proc.ts (NaN for a process that is gone).
+const cpuSeconds = (pid: number): number => procCpuSeconds(pid) ?? NaN;
+const machineBusy = machineTicks;
 
 function freePort(): Promise<number> {
   return new Promise((res, rej) => {
@@ -537,7 +519,7 @@ async function main() {
   const admin = kafka.admin();
   await admin.connect();
   const results: PhaseResult[] = [];
-  const machine = { nproc: cpus().length, cpu: cpus()[0]?.model, mem_gib: +(totalmem() / 2 ** 30).toFixed(1), node: process.version };
+  const machine = machineInfo();
   const config = { clients: Number(args.clients), rate: Number(args.rate), duration: args.duration, devices: Number(args.devices), client_procs: Number(args['client-procs']) };
   try {
     for (const p of phases) {
