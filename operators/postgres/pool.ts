@@ -35,6 +35,13 @@ export function createPool(url: string, max: number, onIdleError: (err: Error) =
   const pool = new pg.Pool({ connectionString: url, max, connectionTimeoutMillis: 10_000, idleTimeoutMillis: 30_000 });
   // An idle client losing its connection must not crash the process: the next query fails and is retried.
   pool.on('error', onIdleError);
+  // pg-pool listens for errors of a client only while it is idle in the pool. A checked-out client
+  // whose connection ends (PostgreSQL restarted: 57P01, or the socket closed) emits 'error' too, and
+  // with nobody listening Node.js ends the process. The query in progress fails with the same
+  // error, which the caller retries; this listener only keeps the event from being unhandled.
+  pool.on('connect', (client) => {
+    client.on('error', () => undefined);
+  });
   return pool;
 }
 
