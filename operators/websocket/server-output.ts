@@ -32,8 +32,24 @@ const config = Obj({
   max_buffered_bytes: Type.Integer({
     minimum: 1024,
     default: 1_048_576,
-    description: 'Bytes that may wait unsent for one client. A client that falls further behind (it does not read, or its network is too slow) is disconnected (close code 1013, counted as slow) instead of slowing everyone down or growing memory.',
+    description: 'Bytes that may wait unsent in this process for one client (the memory a client can hold here). A client that falls further behind is disconnected (close code 1013, counted as slow). The kernel\'s socket buffers take megabytes before anything waits here, so `slow_client` usually notices first.',
   }),
+  slow_client: Obj(
+    {
+      max_unread_bytes: Type.Integer({
+        minimum: 1024,
+        default: 1_048_576,
+        description: 'Bytes written to one client that it has not yet confirmed reading (kernel socket buffers and the network included). More: disconnected as slow. Must exceed what a healthy client receives in `probe_interval` plus a round trip.',
+      }),
+      max_lag: Duration('A client that has not answered a probe within this time is disconnected as slow (it reads too slowly or not at all).', '5s'),
+      probe_interval: Duration('How often a client that was sent something is probed (at most; also after every quarter of `max_unread_bytes`).', '1s'),
+    },
+    {
+      default: { max_unread_bytes: 1_048_576, max_lag: '5s', probe_interval: '1s' },
+      description:
+        'Noticing a client that falls behind, early and cheaply. After the broadcast frames the server writes a WebSocket ping whose payload is the number of bytes written to that client so far; a client answers it with a pong (browsers and WebSocket libraries do so on their own) once it has read up to there. A client more than `max_unread_bytes` behind the last offset it confirmed, or with a probe unanswered for `max_lag`, is disconnected with close code 1013 and counted in `runner_websocket_slow_disconnects_total`.',
+    },
+  ),
   max_client_messages: Type.Integer({
     minimum: 1,
     default: 20,
@@ -67,6 +83,24 @@ interface Client {
   alive: boolean;
   windowStart: number;
   windowCount: number;
+  /** Broadcast bytes (frames and probes) written to the socket. */
+  written: number;
+  /** The highest offset the client confirmed reading (a probe's pong). */
+  confirmed: number;
+  /** `written` when the last probe was sent. */
+  probed: number;
+  /** Probes not answered yet, oldest first: [offset, sent at (ms)]. */
+  probes: [number, number][];
+}
+
+/** A ping frame (FIN, opcode 9) carrying `offset` as 8 bytes: the pong echoes it. */
+const PROBE_BYTES = 10;
+function probeFrame(offset: number): Buffer {
+  const frame = Buffer.allocUnsafe(PROBE_BYTES);
+  frame[0] = 0x89;
+  frame[1] = 8;
+  frame.writeDoubleBE(offset, 2);
+  return frame;
 }
 
 function metrics(registry: Registry) {
@@ -76,7 +110,7 @@ function metrics(registry: Registry) {
     clients: get('runner_websocket_clients', () => new Gauge({ name: 'runner_websocket_clients', help: 'WebSocket clients connected', labelNames, registers: [registry] })),
     broadcast: get('runner_websocket_messages_broadcast_total', () => new Counter({ name: 'runner_websocket_messages_broadcast_total', help: 'Messages broadcast (each counted once, whatever the number of clients)', labelNames, registers: [registry] })),
     sent: get('runner_websocket_frames_sent_total', () => new Counter({ name: 'runner_websocket_frames_sent_total', help: 'Message frames sent to clients (one per message and subscribed client)', labelNames, registers: [registry] })),
-    slow: get('runner_websocket_slow_disconnects_total', () => new Counter({ name: 'runner_websocket_slow_disconnects_total', help: 'Clients disconnected because they fell more than max_buffered_bytes behind', labelNames, registers: [registry] })),
+    slow: get('runner_websocket_slow_disconnects_total', () => new Counter({ name: 'runner_websocket_slow_disconnects_total', help: 'Clients disconnected (close 1013) because they fell behind: slow_client.max_unread_bytes unread, a probe unanswered for slow_client.max_lag, or max_buffered_bytes unsent', labelNames, registers: [registry] })),
     dropped: get('runner_websocket_messages_dropped_total', () => new Counter({ name: 'runner_websocket_messages_dropped_total', help: 'Message frames not sent because their client was disconnected as slow', labelNames, registers: [registry] })),
     refused: get('runner_websocket_refused_total', () => new Counter({ name: 'runner_websocket_refused_total', help: 'Connections refused or closed by the server, by reason', labelNames: [...labelNames, 'reason'], registers: [registry] })),
   };
@@ -126,7 +160,7 @@ export const websocketServer = defineOutput({
       '',
       'A client receives every topic until it subscribes. It subscribes in the URL (`/ws?topics=heatpump-realtime,energy-realtime&devices=device-001`) or by sending `{"type": "subscribe", "topics": [...], "devices": [...]}` (both optional; omitted = all), answered by `{"type": "subscribed", "topics": [...], "devices": [...]}`. `{"type": "ping"}` is answered by `{"type": "pong"}`. A frame that is not JSON, of an unknown type, or naming a topic not in `topics` is answered by `{"type": "error", "error": "<reason>"}` and the client stays connected.',
       '',
-      'Protection: an optional bearer token (`auth_token`; 401 without it); at most `max_clients` connections; WebSocket pings every `heartbeat` (a client that does not answer is dropped); at most `max_client_messages` frames per second from a client (more: close 1008); and a bounded send buffer per client: a client more than `max_buffered_bytes` behind is disconnected with close code 1013 (metric `runner_websocket_slow_disconnects_total`), so one slow client never slows the others or grows memory.',
+      'Protection: an optional bearer token (`auth_token`; 401 without it); at most `max_clients` connections; WebSocket pings every `heartbeat` (a client that does not answer is dropped); at most `max_client_messages` frames per second from a client (more: close 1008); and slow clients disconnected with close code 1013 (metric `runner_websocket_slow_disconnects_total`): a client that has not confirmed reading the last `slow_client.max_unread_bytes` written to it, has left a probe unanswered for `slow_client.max_lag`, or has more than `max_buffered_bytes` waiting unsent in this process. So one slow client never slows the others or grows memory.',
       '',
       'With `static_dir`, the same port serves that folder at `/` (a dashboard). Metrics: `runner_websocket_clients`, `runner_websocket_messages_broadcast_total`, `runner_websocket_frames_sent_total`, `runner_websocket_slow_disconnects_total`, `runner_websocket_messages_dropped_total`, `runner_websocket_refused_total`.',
     ].join('\n'),
@@ -181,10 +215,18 @@ export const websocketServer = defineOutput({
         const devices = parseList(query.devices);
         const unknown = unknownTopics(topics ?? []);
         if (unknown.length) return refuse(socket, 1008, `unknown topic ${unknown.join(', ')}; known: ${cfg.topics.join(', ')}`, 'unknown_topic');
-        const client: Client = { socket, topics: topics ? new Set(topics) : null, devices: devices ? new Set(devices) : null, alive: true, windowStart: Date.now(), windowCount: 0 };
+        const client: Client = { socket, topics: topics ? new Set(topics) : null, devices: devices ? new Set(devices) : null, alive: true, windowStart: Date.now(), windowCount: 0, written: 0, confirmed: 0, probed: 0, probes: [] };
         clients.add(client);
         m.clients.inc(labels);
-        socket.on('pong', () => (client.alive = true));
+        socket.on('pong', (data: Buffer) => {
+          client.alive = true;
+          if (data.length !== 8) return;
+          // A probe's answer: the client has read everything written before that probe.
+          const offset = data.readDoubleBE(0);
+          if (!(offset <= client.written) || offset <= client.confirmed) return;
+          client.confirmed = offset;
+          while (client.probes.length && client.probes[0]![0] <= offset) client.probes.shift();
+        });
         socket.on('close', () => {
           if (clients.delete(client)) m.clients.dec(labels);
         });
@@ -257,6 +299,46 @@ export const websocketServer = defineOutput({
       else void app.register(fastifyStatic, { root, prefix: '/' });
     }
 
+    // Slow clients: probes and the two limits of slow_client.
+    const maxUnread = cfg.slow_client.max_unread_bytes;
+    const probeEvery = Math.max(1, Math.floor(maxUnread / 4));
+    const maxLagMs = parseDuration(cfg.slow_client.max_lag);
+    const probeIntervalMs = parseDuration(cfg.slow_client.probe_interval);
+    const disconnectSlow = (c: Client, why: string, detail: Record<string, number>) => {
+      m.slow.inc(labels);
+      m.dropped.inc(labels);
+      clients.delete(c);
+      m.clients.dec(labels);
+      log.warn({ why, ...detail }, 'websocket client too slow; disconnected');
+      c.socket.close(1013, 'too slow: the server does not wait for slow clients');
+      // close() waits for the closing handshake behind the unsent data; do not wait for that either.
+      setTimeout(() => c.socket.terminate(), 1000).unref();
+    };
+    const probe = (c: Client, raw: import('node:net').Socket) => {
+      c.written += PROBE_BYTES;
+      c.probed = c.written;
+      c.probes.push([c.written, Date.now()]);
+      raw.write(probeFrame(c.written));
+    };
+    const probeTimer = setInterval(() => {
+      // After this turn's I/O (setImmediate runs after the poll phase): pongs that arrived while the
+      // event loop was busy are read before anyone is judged late.
+      setImmediate(() => {
+        const now = Date.now();
+        for (const c of clients) {
+          const oldest = c.probes[0];
+          if (oldest && now - oldest[1] > maxLagMs) {
+            disconnectSlow(c, 'max_lag', { lag_ms: now - oldest[1], unread: c.written - c.confirmed });
+            continue;
+          }
+          if (c.written === c.probed) continue;
+          const raw = rawSocket(c.socket);
+          if (raw) probe(c, raw);
+        }
+      });
+    }, probeIntervalMs);
+    probeTimer.unref();
+
     const heartbeat = setInterval(() => {
       for (const c of clients) {
         if (!c.alive) {
@@ -288,6 +370,7 @@ export const websocketServer = defineOutput({
     ctx.onClose(async () => {
       closing = true;
       clearInterval(heartbeat);
+      clearInterval(probeTimer);
       await listening;
       for (const c of clients) c.socket.close(1001, 'server shutting down');
       await app.close().catch((err) => log.warn({ err: errorMessage(err) }, 'closing the websocket server failed'));
@@ -333,15 +416,12 @@ export const websocketServer = defineOutput({
         if (c.topics && !c.topics.has(topic)) continue;
         if (c.devices && device !== undefined && !c.devices.has(device)) continue;
         if (c.socket.readyState !== c.socket.OPEN) continue;
+        if (c.written - c.confirmed > maxUnread) {
+          disconnectSlow(c, 'max_unread_bytes', { unread: c.written - c.confirmed, buffered: c.socket.bufferedAmount });
+          continue;
+        }
         if (c.socket.bufferedAmount > cfg.max_buffered_bytes) {
-          m.slow.inc(labels);
-          m.dropped.inc(labels);
-          clients.delete(c);
-          m.clients.dec(labels);
-          log.warn({ buffered: c.socket.bufferedAmount }, 'websocket client too slow; disconnected');
-          c.socket.close(1013, 'too slow: the server does not wait for slow clients');
-          // close() waits for the closing handshake behind the unsent data; do not wait for that either.
-          setTimeout(() => c.socket.terminate(), 1000).unref();
+          disconnectSlow(c, 'max_buffered_bytes', { unread: c.written - c.confirmed, buffered: c.socket.bufferedAmount });
           continue;
         }
         frame ??= textFrame(Buffer.from(JSON.stringify({ type: 'message', topic, device, data: msg.value }), 'utf8'));
@@ -352,6 +432,8 @@ export const websocketServer = defineOutput({
           corked.add(raw);
         }
         raw.write(frame);
+        c.written += frame.length;
+        if (c.written - c.probed >= probeEvery) probe(c, raw);
         sent++;
       }
       if (sent) m.sent.inc(labels, sent);

@@ -149,8 +149,43 @@ describe('websocket_server output', () => {
     expect((await c.closed).code).toBe(1008);
   });
 
-  it('disconnects a client that never reads, and the others still get every message', async () => {
-    const s = await start({ max_buffered_bytes: 64 * 1024 });
+  it('disconnects a client that stops reading with close code 1013, while a reading client gets every message', async () => {
+    // Only the byte rule: probes after every 4 KiB written, no timed probes, no lag limit.
+    const s = await start({ slow_client: { max_unread_bytes: 16 * 1024, max_lag: '1h', probe_interval: '1h' } });
+    const reader = await client(s.url);
+    const stalled = await client(s.url);
+    await stalled.until(() => stalled.frames.some((f) => f.type === 'welcome'));
+    // The stalled client stops reading its socket; what the server writes stays in the kernel's buffers.
+    const raw = (stalled.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket;
+    raw.pause();
+    const slowDisconnects = async () => (await s.ctx.metricsRegistry.registry.getSingleMetric('runner_websocket_slow_disconnects_total')!.get()).values.reduce((a, v) => a + v.value, 0);
+    const pad = 'x'.repeat(400);
+    let n = 0;
+    const next = async () => {
+      s.source.next(createMsg({ i: n++, pad }, { key: 'device-001', meta: { kafka_topic: 'heatpump-realtime' } }));
+      await reader.until(() => reader.messages().length === n);
+    };
+    // A live stream: the next message once the reader has the last one.
+    while ((await slowDisconnects()) === 0) {
+      await next();
+      if (n > 1000) throw new Error(`the stalled client was not disconnected after ${n} messages (~${n * 0.45} KiB)`);
+    }
+    const disconnectedAt = n;
+    for (let k = 0; k < 200; k++) await next();
+    expect(reader.messages().map((f) => f.data.i)).toEqual(Array.from({ length: n }, (_, i) => i));
+    expect(reader.ws.readyState).toBe(WebSocket.OPEN);
+    expect(await slowDisconnects()).toBe(1);
+    // Reading again, the stalled client finds what was written before it fell 16 KiB behind, then the close frame.
+    raw.resume();
+    expect(await stalled.closed).toEqual({ code: 1013, reason: 'too slow: the server does not wait for slow clients' });
+    const got = stalled.messages().map((f) => f.data.i);
+    expect(got.length).toBeLessThan(disconnectedAt);
+    expect(got).toEqual(Array.from({ length: got.length }, (_, i) => i));
+    reader.ws.close();
+  });
+
+  it('disconnects a client whose unsent bytes in this process pass max_buffered_bytes, and the others still get every message', async () => {
+    const s = await start({ max_buffered_bytes: 64 * 1024, slow_client: { max_unread_bytes: 1 << 30, max_lag: '1h', probe_interval: '1h' } });
     const reader = await client(s.url);
     const stalled = await client(s.url);
     // Stop reading from the socket: the server's send buffer for this client fills up.
