@@ -8,7 +8,7 @@ export const METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
 export type Method = (typeof METHODS)[number];
 
 /** Metadata the input sets itself; a path parameter may not take one of these names. */
-export const RESERVED_META = ['http_method', 'http_path', 'http_route', 'http_route_name', 'http_query', 'http_request_id', 'http_remote_address', 'http_content_type'];
+export const RESERVED_META = ['http_method', 'http_path', 'http_route', 'http_route_name', 'http_query', 'http_request_id', 'http_remote_address', 'http_content_type', 'http_headers'];
 
 const PARAM = /^\{([a-z_][a-z0-9_]*)\}$/;
 const STATIC_SEGMENT = /^[A-Za-z0-9._~!$&'()*+,;=@-]+$/;

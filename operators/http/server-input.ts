@@ -45,9 +45,21 @@ const config = Obj({
     { minItems: 1, description: 'The routes this server answers. A request for another path gets 404, for a known path with another method 405 (with an `Allow` header); neither enters the pipeline.' },
   ),
   timeout: Duration(
-    'How long a request waits for the pipeline to answer it (an `http_response` output, or the dead-letter output being one). Past it the client gets 504; the message itself goes on through the pipeline and a later answer is dropped (logged).',
+    'How long a request waits for the pipeline to answer it (an `http_response` output, or the dead-letter output being one). Past it the client gets `timeout_status` (504) with `"outcome": "unknown"`; the message itself goes on through the pipeline and a later answer is dropped (logged).',
     '5s',
   ),
+  timeout_status: Type.Integer({
+    minimum: 200,
+    maximum: 599,
+    default: 504,
+    description:
+      'Status of the answer after `timeout`. The message may still be carried out after it (the input cannot stop it), so the body says `"outcome": "unknown"`. 504 (the default) is what clients expect of a timeout, but they read it as "failed": when the pipeline answers a timeout of its own with a status that promises nothing was done (a `postgres` step with a shorter `timeout` and a dead-letter answer), give this backstop a status that does not claim failure, e.g. 202 (RFC 9110: accepted, "might or might not eventually be acted upon").',
+  }),
+  request_headers: Type.Array(Type.String({ pattern: "^[A-Za-z0-9!#$%&'*+.^_`|~-]+$" }), {
+    default: [],
+    description:
+      'Request headers copied into metadata `http_headers` (an object keyed by the lower-case header name, e.g. `$meta.http_headers."idempotency-key"`); a header the request does not carry is absent. Only the listed ones, so that credentials and cookies do not travel with the message (and into dead letters and logs). Default: none (`http_headers` is `{}`).',
+  }),
   body_limit: Type.Integer({
     minimum: 1,
     default: 1_048_576,
@@ -165,6 +177,16 @@ function lintConfig(cfg: Cfg, rootDir: string): LintIssue[] {
 
 const JSON_TYPE = 'application/json; charset=utf-8';
 
+/** The named request headers (lower-case names) that the request carries; a repeated one joined with ", ". */
+function copyHeaders(headers: Record<string, string | string[] | undefined>, names: readonly string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const n of names) {
+    const v = headers[n];
+    if (v !== undefined) out[n] = Array.isArray(v) ? v.join(', ') : v;
+  }
+  return out;
+}
+
 /** Send an answer on a fastify reply: bytes as they are, text for non-JSON content types, else JSON. */
 export function sendAnswer(reply: FastifyReply, res: HttpAnswer): void {
   if (reply.sent) return;
@@ -195,11 +217,11 @@ export const httpServer = defineInput({
     description: [
       'Like the `http_server` input of Redpanda Connect with `sync_response`: the server listens on `address`:`port` and answers the configured `routes`. Each request becomes one message and waits until the pipeline answers it: an `http_response` output (as the pipeline\'s `output`, inside a `switch`, or as the `dead_letter` output) sends the response for the message it receives.',
       '',
-      'The message: the value is the parsed JSON body (`application/json` or any `+json` type such as `application/merge-patch+json`), or null without a body. Metadata: `http_method`, `http_path` (the path as requested, without the query), `http_route` (the route\'s path as configured), `http_route_name`, `http_query` (the query parameters as an object; a repeated parameter gives an array), `http_request_id` (a UUID, also sent back as the `X-Request-Id` response header), `http_remote_address`, `http_content_type`, and one field per `{name}` path parameter.',
+      'The message: the value is the parsed JSON body (`application/json` or any `+json` type such as `application/merge-patch+json`), or null without a body. Metadata: `http_method`, `http_path` (the path as requested, without the query), `http_route` (the route\'s path as configured), `http_route_name`, `http_query` (the query parameters as an object; a repeated parameter gives an array), `http_request_id` (a UUID, also sent back as the `X-Request-Id` response header), `http_remote_address`, `http_content_type`, `http_headers` (the request headers listed in `request_headers`), and one field per `{name}` path parameter.',
       '',
       'Answered by the input itself, without entering the pipeline: a body that is not valid JSON (400), an empty JSON body (400), a body over `body_limit` (413), a content type other than JSON (415), an unknown path (404), a known path with another method (405, `Allow` lists the methods), more than `max_in_flight` requests in progress (503), and the OpenAPI document at `openapi.path`. Every such answer is JSON: `{"error": "...", "request_id": "..."}`.',
       '',
-      'Answered by the input when the pipeline does not answer: after `timeout`, 504; when the message fails (its acknowledgement fails, e.g. the dead-letter output could not take it), 500 with a generic message (the reason is logged, never sent); when the message is done but nothing answered it (dropped by a filter, or written by an output that is not `http_response`), 204.',
+      'Answered by the input when the pipeline does not answer: after `timeout`, `timeout_status` (504) with `{"error": "...", "outcome": "unknown", "request_id": "..."}`; when the message fails (its acknowledgement fails, e.g. the dead-letter output could not take it), 500 with a generic message (the reason is logged, never sent); when the message is done but nothing answered it (dropped by a filter, or written by an output that is not `http_response`), 204.',
       '',
       'Readiness: not ready until the server listens (a port in use fails the pipeline). Stopping: the server stops accepting connections (new requests on open connections get 503), the input completes, and requests in progress are answered by the pipeline as it drains (with `Connection: close`); any still waiting when the drain ends get 503.',
     ].join('\n'),
@@ -223,7 +245,7 @@ export const httpServer = defineInput({
       },
     ],
     delivery:
-      'At-most-once from the client\'s point of view, at-least-once inside: a request is a message; the client learns the outcome only from the response. A request that times out (504) or whose connection breaks may still be processed completely; a client that retries then sends it again, so make writes idempotent or safe to repeat. Nothing is redelivered by the server itself: a failed message is answered with 500 and not retried. Messages in progress when the runner is killed are lost (their clients see the connection break).',
+      'At-most-once from the client\'s point of view, at-least-once inside: a request is a message; the client learns the outcome only from the response. A request that times out (`timeout_status`, 504) or whose connection breaks may still be processed completely (to make a timeout mean "not done", let the pipeline enforce a shorter deadline of its own and answer it, e.g. the `postgres` processor\'s `timeout`); a client that retries then sends it again, so make writes idempotent or safe to repeat. Nothing is redelivered by the server itself: a failed message is answered with 500 and not retried. Messages in progress when the runner is killed are lost (their clients see the connection break).',
     rejects: false,
     lint: (cfg, lctx) => lintConfig(cfg, join(lctx.schemasDir, '..')),
   },
@@ -231,6 +253,7 @@ export const httpServer = defineInput({
     const routes = cfg.routes.map((r) => ({ ...r, parsed: parseRoutePath(r.path), label: r.name || `${r.method} ${r.path}` }));
     const openapi = cfg.openapi.file ? JSON.stringify(loadOpenApi(ctx.rootDir, cfg.openapi.file)) : null;
     const timeoutMs = parseDuration(cfg.timeout);
+    const copiedHeaders = [...new Set(cfg.request_headers.map((h) => h.toLowerCase()))];
     const corsOn = cfg.cors.allowed_origins.some((e) => e.trim() !== '');
     const originAllowed = originMatcher(cfg.cors.allowed_origins);
     const corsMaxAge = String(Math.floor(parseDuration(cfg.cors.max_age) / 1000));
@@ -387,8 +410,8 @@ export const httpServer = defineInput({
             timer = ctx.scheduler.schedule(() => {
               if (!inFlight.has(id)) return;
               ctx.metrics.error('timeout');
-              log.warn({ requestId: id, method: req.method, path: req.url, timeoutMs }, 'http_server: the pipeline did not answer in time; 504');
-              answer({ status: 504, headers: {}, body: errorBody(`the request was not answered within ${cfg.timeout}`, id) });
+              log.warn({ requestId: id, method: req.method, path: req.url, timeoutMs, status: cfg.timeout_status }, 'http_server: the pipeline did not answer in time; outcome unknown');
+              answer({ status: cfg.timeout_status, headers: {}, body: { error: `the request was not answered within ${cfg.timeout}; it may still be carried out`, outcome: 'unknown', request_id: id } });
             }, timeoutMs);
 
             unsettled++;
@@ -412,6 +435,7 @@ export const httpServer = defineInput({
               http_request_id: id,
               http_remote_address: req.ip,
               http_content_type: req.headers['content-type'] ?? null,
+              http_headers: copiedHeaders.length ? copyHeaders(req.headers, copiedHeaders) : {},
             };
             for (const p of route.parsed.params) meta[p] = params[p];
             const value = req.body === undefined ? null : req.body;

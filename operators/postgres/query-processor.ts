@@ -8,7 +8,8 @@ import { type Expression, type Template, compileExpression, compileTemplate } fr
 import { type Msg, withValue } from '../../core/message.ts';
 import { type LintIssue, defineProcessor } from '../../core/operator.ts';
 import { retryWithBackoff } from '../../core/retry.ts';
-import { Expr, Obj, OnInvalid, Template as TemplateField } from '../../core/schema.ts';
+import { parseDuration } from '../../core/duration.ts';
+import { Duration, Expr, Obj, OnInvalid, Template as TemplateField } from '../../core/schema.ts';
 import { sleeper } from '../../core/timers.ts';
 import { assertMigrated } from './migrate.ts';
 import { checkUntilReady, createPool, describeTarget, isRowError, safeUrl, toRunnerError } from './pool.ts';
@@ -61,6 +62,10 @@ const config = Obj({
     default: 1,
     description: 'Messages processed at the same time, each in its own transaction and connection (the pool size). With 1 (the default) messages run one after another, in order; with more they may finish out of order.',
   }),
+  timeout: Duration(
+    'A deadline per message, measured from when the message entered the pipeline (for an `http_server` input: when the request arrived), for its whole transaction including retries. An attempt that would start after it is not started; a statement still running at it is cancelled by PostgreSQL (`SET LOCAL statement_timeout` to the time left, sent with `BEGIN`); and `COMMIT` is sent only before it. Either way the transaction is rolled back, not retried, and the message is rejected with code WRITE_FAILED and a reason that starts with `deadline passed` and says nothing was written (an HTTP API answers 504 then and can promise the change did not happen; keep the `http_server` timeout longer). Only a `COMMIT` sent before the deadline can finish after it; its outcome is then known and reported as usual. A lost connection during `COMMIT` leaves the outcome unknown: a later rejection then says so instead of `deadline passed`. `0` (the default): no deadline.',
+    '0s',
+  ),
   max_retries: Type.Integer({
     minimum: 0,
     default: 0,
@@ -119,6 +124,16 @@ function plainRow(row: Record<string, unknown>): Record<string, unknown> {
   for (const [k, v] of Object.entries(row)) out[k] = v instanceof Date ? v.toISOString() : v;
   return out;
 }
+
+/** What the attempts of one message learned: a COMMIT whose answer was lost (written or not: unknown). */
+interface Attempts {
+  commitUnknown: boolean;
+}
+
+const sqlStateOf = (err: unknown): string | undefined => {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
+};
 
 /** An error that rolls back the transaction and rejects the message without a retry. */
 class Abort extends Error {
@@ -234,11 +249,20 @@ export const postgresQuery = defineProcessor({
       },
     });
 
+    const timeoutMs = parseDuration(cfg.timeout);
+    /** The rejection when the deadline passed: rolled back, or unknown after a COMMIT whose answer was lost. */
+    const deadlineError = (state: Attempts, when: string): RunnerError =>
+      state.commitUnknown
+        ? new RunnerError('WRITE_FAILED', `the deadline (timeout ${cfg.timeout}) passed ${when}; an earlier attempt's COMMIT got no answer (connection lost), so whether it was written is unknown`)
+        : new RunnerError('WRITE_FAILED', `deadline passed (timeout ${cfg.timeout}) ${when}; rolled back, nothing was written`);
+
     /** One transaction for one message; resolves with the new value. */
-    const runOnce = async (msg: Msg): Promise<unknown> => {
+    const runOnce = async (msg: Msg, state: Attempts): Promise<unknown> => {
       if (closed) throw new RunnerError('WRITE_FAILED', 'the postgres processor is closed', { retryable: true });
+      const deadline = timeoutMs > 0 ? msg.createdAt + timeoutMs : Number.POSITIVE_INFINITY;
       if (!checked) await firstAttempt;
       if (!checked) throw new RunnerError('CONNECTION_FAILED', `the postgres processor is not ready: ${notReadyReason}`, { retryable: true });
+      if (Date.now() >= deadline) throw deadlineError(state, 'before the transaction started');
       let client: pg.PoolClient;
       try {
         client = await pool.connect();
@@ -246,10 +270,12 @@ export const postgresQuery = defineProcessor({
         throw toRunnerError(err, `connecting to PostgreSQL at ${where}`);
       }
       let discard = false;
+      let committing = false;
       const results: Record<string, unknown> = {};
       let current = 0;
       try {
-        await client.query('BEGIN');
+        // With a deadline the time left goes with BEGIN (one round trip): PostgreSQL cancels a statement still running then.
+        await client.query(timeoutMs > 0 ? `BEGIN; SET LOCAL statement_timeout = ${Math.max(1, Math.ceil(deadline - Date.now()))}` : 'BEGIN');
         for (const [i, s] of statements.entries()) {
           current = i;
           const values: unknown[] = [];
@@ -279,9 +305,14 @@ export const postgresQuery = defineProcessor({
           }
           if (value === undefined) throw new Abort(new RunnerError('EXPRESSION_FAILED', `result_map ${JSON.stringify(cfg.result_map)} produced no value`));
         }
+        if (Date.now() >= deadline) throw new Abort(deadlineError(state, 'before COMMIT'));
+        committing = true;
         await client.query('COMMIT');
         return value;
       } catch (err) {
+        if (committing && !(err instanceof Abort) && !isRowError(err)) state.commitUnknown = true;
+        // A statement cancelled by the deadline's statement_timeout: rolled back, not retried.
+        if (timeoutMs > 0 && !committing && sqlStateOf(err) === '57014') err = new Abort(deadlineError(state, `while statements.${current} ran (cancelled)`));
         // A rejection or a bad row leaves a healthy connection: roll back and reuse it. Anything else: drop it.
         discard = !(err instanceof Abort || isRowError(err));
         if (!discard) await client.query('ROLLBACK').catch(() => (discard = true));
@@ -293,8 +324,9 @@ export const postgresQuery = defineProcessor({
       }
     };
 
-    const process$ = (msg: Msg) =>
-      defer(() => from(runOnce(msg))).pipe(
+    const process$ = (msg: Msg) => {
+      const state: Attempts = { commitUnknown: false };
+      return defer(() => from(runOnce(msg, state))).pipe(
         retryWithBackoff({
           scheduler: ctx.scheduler,
           maxRetries: cfg.max_retries > 0 ? cfg.max_retries : undefined,
@@ -315,6 +347,7 @@ export const postgresQuery = defineProcessor({
           return EMPTY;
         }),
       );
+    };
 
     ctx.onClose(async () => {
       closed = true;

@@ -209,7 +209,7 @@ describe('pipelines/settings-api.yaml', () => {
     expect(res.body).toEqual(JSON.parse(readFileSync(join(ROOT, 'schemas/settings-api.openapi.json'), 'utf8')));
   });
 
-  it('a failing second statement (the outbox INSERT) leaves neither the settings change nor an outbox row', async () => {
+  it('a refused outbox INSERT (inside settings_patch) leaves neither the settings change nor an outbox row', async () => {
     await addDevice('dev-atomic', { indoor_target_temp: 20, mode: 1 });
     const before = await settingsOf('dev-atomic');
     // The settings UPDATE succeeds, then the database refuses the outbox row of this device.
@@ -218,7 +218,6 @@ describe('pipelines/settings-api.yaml', () => {
       const res = await patch(base, 'dev-atomic', { indoor_target_temp: 25 });
       expect(res.status).toBe(422);
       expect(res.body.error).toMatch(/test_refuse_dev_atomic/);
-      expect(res.body.error).toMatch(/statements\.1/);
     } finally {
       await db.query('ALTER TABLE outbox DROP CONSTRAINT test_refuse_dev_atomic');
     }
@@ -254,25 +253,131 @@ describe('pipelines/settings-api.yaml', () => {
   });
 });
 
+describe('pipelines/settings-api.yaml: Idempotency-Key', () => {
+  let base: string;
+  beforeAll(async () => {
+    ({ base } = await startApi());
+  });
+  const keyRow = async (key: string) => (await db.query('SELECT request, outbox_id::int AS outbox_id, expires_at > now() + interval \'23 hours\' AS ttl_ok FROM settings_idempotency_keys WHERE key = $1', [key])).rows[0];
+
+  it('the same key with the same body answers the original 202 (same outbox_id) without a second command', async () => {
+    await addDevice('dev-idem');
+    const first = await patch(base, 'dev-idem', { indoor_target_temp: 22 }, { 'idempotency-key': 'idem-1' });
+    expect(first.status).toBe(202);
+    // A change in between (another key) does not change what the repeat answers.
+    const other = await patch(base, 'dev-idem', { mode: 2 }, { 'idempotency-key': 'idem-2' });
+    expect(other.status).toBe(202);
+    const repeat = await patch(base, 'dev-idem', { indoor_target_temp: 22 }, { 'idempotency-key': 'idem-1' });
+    expect(repeat.status).toBe(202);
+    expect(repeat.body).toEqual(first.body);
+    // Same JSON written differently (key order, 22 vs 22.0) is the same request.
+    const reordered = await patch(base, 'dev-idem', '{"indoor_target_temp": 22.0}', { 'idempotency-key': 'idem-1' });
+    expect(reordered.body.outbox_id).toBe(first.body.outbox_id);
+    expect((await outboxOf('dev-idem')).map((r) => r.id)).toEqual([first.body.outbox_id, other.body.outbox_id]);
+    expect(await keyRow('idem-1')).toEqual({ request: { device_id: 'dev-idem', settings: { indoor_target_temp: 22 } }, outbox_id: first.body.outbox_id, ttl_ok: true });
+    // Without a key every PATCH is a new command.
+    const a = await patch(base, 'dev-idem', { indoor_target_temp: 22 });
+    const b = await patch(base, 'dev-idem', { indoor_target_temp: 22 });
+    expect(a.body.outbox_id).not.toBe(b.body.outbox_id);
+  });
+
+  it('the same key with another body or another device answers 422 and changes nothing', async () => {
+    await addDevice('dev-idem-a');
+    await addDevice('dev-idem-b');
+    const first = await patch(base, 'dev-idem-a', { mode: 2 }, { 'idempotency-key': 'idem-3' });
+    expect(first.status).toBe(202);
+    const before = { a: await settingsOf('dev-idem-a'), b: await settingsOf('dev-idem-b') };
+    const otherBody = await patch(base, 'dev-idem-a', { mode: 3 }, { 'idempotency-key': 'idem-3' });
+    expect(otherBody.status).toBe(422);
+    expect(otherBody.body.error).toMatch(/Idempotency-Key idem-3 was already used for another request/);
+    const otherDevice = await patch(base, 'dev-idem-b', { mode: 2 }, { 'idempotency-key': 'idem-3' });
+    expect(otherDevice.status).toBe(422);
+    expect({ a: await settingsOf('dev-idem-a'), b: await settingsOf('dev-idem-b') }).toEqual(before);
+    expect((await outboxOf('dev-idem-a')).map((r) => r.id)).toEqual([first.body.outbox_id]);
+    expect(await outboxOf('dev-idem-b')).toEqual([]);
+    // A key longer than 255 characters is refused too.
+    const long = await patch(base, 'dev-idem-b', { mode: 2 }, { 'idempotency-key': 'k'.repeat(256) });
+    expect(long.status).toBe(422);
+    expect(await outboxOf('dev-idem-b')).toEqual([]);
+  });
+
+  it('concurrent requests with one key: all answer the same command, one row', async () => {
+    await addDevice('dev-idem-race');
+    const answers = await Promise.all(Array.from({ length: 8 }, () => patch(base, 'dev-idem-race', { hot_water_target_temp: 55 }, { 'idempotency-key': 'idem-race' })));
+    expect(answers.map((a) => a.status)).toEqual(answers.map(() => 202));
+    expect(new Set(answers.map((a) => a.body.outbox_id)).size).toBe(1);
+    expect((await outboxOf('dev-idem-race')).map((r) => r.id)).toEqual([answers[0]!.body.outbox_id]);
+  });
+
+  it('a rejected request (unknown device) keeps no key: the same key works once the device exists', async () => {
+    const missing = await patch(base, 'dev-idem-late', { mode: 1 }, { 'idempotency-key': 'idem-late' });
+    expect(missing.status).toBe(404);
+    expect(await keyRow('idem-late')).toBeUndefined();
+    await addDevice('dev-idem-late');
+    const ok = await patch(base, 'dev-idem-late', { mode: 1 }, { 'idempotency-key': 'idem-late' });
+    expect(ok.status).toBe(202);
+  });
+
+  it('an expired key is a new key; later keyed PATCHes delete expired ones', async () => {
+    await addDevice('dev-idem-old');
+    const first = await patch(base, 'dev-idem-old', { mode: 1 }, { 'idempotency-key': 'idem-old' });
+    await db.query("UPDATE settings_idempotency_keys SET expires_at = now() - interval '1 s' WHERE key = $1", ['idem-old']);
+    const again = await patch(base, 'dev-idem-old', { mode: 1 }, { 'idempotency-key': 'idem-old' });
+    expect(again.status).toBe(202);
+    expect(again.body.outbox_id).not.toBe(first.body.outbox_id);
+    expect((await keyRow('idem-old')).outbox_id).toBe(again.body.outbox_id);
+
+    await db.query("INSERT INTO settings_idempotency_keys (key, request, expires_at) SELECT 'gone-' || g, '{}', now() - interval '1 h' FROM generate_series(1, 3) g");
+    await patch(base, 'dev-idem-old', { mode: 2 }, { 'idempotency-key': 'idem-cleanup' });
+    expect((await db.query("SELECT count(*)::int AS n FROM settings_idempotency_keys WHERE key LIKE 'gone-%'")).rows[0].n).toBe(0);
+  });
+});
+
 describe('pipelines/settings-api.yaml: timeout and shutdown', () => {
-  it('answers 504 when the pipeline does not answer in time; the PATCH still completes afterwards', async () => {
-    const { runner, base } = await startApi({ SETTINGS_API_TIMEOUT: '300ms' });
+  it('504 when the PATCH does not commit within its deadline, and it never takes effect later', async () => {
+    const { base } = await startApi({ SETTINGS_API_DEADLINE: '300ms' });
     await addDevice('dev-slow', { indoor_target_temp: 20, mode: 1 });
+    const before = await settingsOf('dev-slow');
     const lock = await lockDevice('dev-slow');
-    let released = false;
+    let res;
     try {
-      // The PATCH's UPDATE waits for the row lock, which is held until the 504 has arrived.
-      const res = await patch(base, 'dev-slow', { indoor_target_temp: 23 });
-      expect(res.status).toBe(504);
-      expect(res.body.error).toMatch(/not answered within 300ms/);
-      await lock.release();
-      released = true;
+      // settings_patch waits for the row lock, held until the answer has arrived.
+      res = await patch(base, 'dev-slow', { indoor_target_temp: 23 }, { 'idempotency-key': 'slow-1' });
+      // The statement was cancelled, not left waiting: nobody of the API waits for the lock now.
+      const { rows } = await db.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'", [db.name]);
+      expect(rows[0].n).toBe(0);
     } finally {
-      if (!released) await lock.release();
+      await lock.release();
     }
+    expect(res.status).toBe(504);
+    expect(res.body).toMatchObject({ outcome: 'rolled_back', request_id: res.headers.get('x-request-id') });
+    expect(res.body.error).toMatch(/rolled back; nothing was changed/);
+    // The lock is free now: nothing of the PATCH is there, and nothing retries it.
+    expect(await settingsOf('dev-slow')).toEqual(before);
+    expect(await outboxOf('dev-slow')).toEqual([]);
+    expect((await db.query('SELECT count(*)::int AS n FROM settings_idempotency_keys WHERE key = $1', ['slow-1'])).rows[0].n).toBe(0);
+    // The same request (same key) again, now unblocked, is carried out once.
+    const again = await patch(base, 'dev-slow', { indoor_target_temp: 23 }, { 'idempotency-key': 'slow-1' });
+    expect(again.status).toBe(202);
+    expect((await outboxOf('dev-slow')).map((r) => r.id)).toEqual([again.body.outbox_id]);
+  });
+
+  it('the server timeout (a backstop, longer than the deadline) answers 202 with outcome unknown, not 504: the change may still land', async () => {
+    const { runner, base } = await startApi({ SETTINGS_API_TIMEOUT: '300ms', SETTINGS_API_DEADLINE: '60s' });
+    await addDevice('dev-backstop', { indoor_target_temp: 20, mode: 1 });
+    const lock = await lockDevice('dev-backstop');
+    let res;
+    try {
+      res = await patch(base, 'dev-backstop', { indoor_target_temp: 24 });
+    } finally {
+      await lock.release();
+    }
+    expect(res.status).toBe(202);
+    expect(res.body).toMatchObject({ outcome: 'unknown' });
+    expect(res.body.outbox_id).toBeUndefined();
     await within(20_000, () => 'the late answer was not logged', runner.logged((l) => String(l.msg).includes('no longer waiting')));
-    expect((await settingsOf('dev-slow')).indoor_target_temp).toBe(23);
-    expect((await outboxOf('dev-slow')).map((r) => r.status)).toEqual(['pending']);
+    expect((await settingsOf('dev-backstop')).indoor_target_temp).toBe(24);
+    expect((await outboxOf('dev-backstop')).map((r) => r.status)).toEqual(['pending']);
   });
 
   it('on SIGTERM stops accepting, answers the request in progress (Connection: close) and exits 0', async () => {

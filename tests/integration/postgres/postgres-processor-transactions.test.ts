@@ -173,4 +173,43 @@ describe('postgres processor', () => {
     expect(err.message).toMatch(/ECONNREFUSED|connect/);
     expect(ctx.ready.ready).toBe(false);
   });
+
+  it('timeout: a statement still waiting at the deadline is cancelled, rolled back and not retried; nothing of the message remains', async () => {
+    await db.query(`INSERT INTO ${items} VALUES ('d', 5, NULL) ON CONFLICT (id) DO UPDATE SET qty = 5`);
+    const locker = await connect();
+    await locker.query('BEGIN');
+    await locker.query(`SELECT 1 FROM ${items} WHERE id = 'd' FOR UPDATE`);
+    const ctx = testContext();
+    let out: Msg[];
+    try {
+      // The INSERT of the log first (it does not wait), then the UPDATE that waits for the lock.
+      const stmts = statements().reverse();
+      stmts[0]!.args = ['item', '{"qty": 0}'];
+      stmts[0]!.result = '';
+      ({ out } = await run(config({ statements: stmts, timeout: '300ms', max_retries: 0 }), [createMsg({ item: 'd', take: 1 })], ctx));
+      // Rejected while the lock is still held: the statement was cancelled, nobody waits for the lock.
+      const { rows } = await db.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'UPDATE ${items}%'`);
+      expect(rows[0].n).toBe(0);
+    } finally {
+      await locker.query('COMMIT');
+      await locker.end();
+    }
+    expect(out).toEqual([]);
+    const err = ctx.rejected[0]!.err as RunnerError;
+    expect(err.code).toBe('WRITE_FAILED');
+    expect(err.retryable).toBe(false);
+    expect(err.message).toMatch(/^deadline passed \(timeout 300ms\) while statements\.1 ran \(cancelled\); rolled back, nothing was written/);
+    expect(await qtyOf('d')).toBe(5);
+    expect(await logOf('d')).toEqual([]);
+  });
+
+  it('timeout: a message whose deadline passed before its transaction could start is rejected without running anything', async () => {
+    const msg = { ...createMsg({ item: 'a', take: 1 }), createdAt: Date.now() - 10_000 };
+    const before = await qtyOf('a');
+    const ctx = testContext();
+    const { out } = await run(config({ statements: statements(), timeout: '5s' }), [msg], ctx);
+    expect(out).toEqual([]);
+    expect((ctx.rejected[0]!.err as RunnerError).message).toMatch(/^deadline passed \(timeout 5s\) before the transaction started; rolled back, nothing was written/);
+    expect(await qtyOf('a')).toBe(before);
+  });
 });

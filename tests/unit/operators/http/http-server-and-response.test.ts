@@ -29,6 +29,8 @@ const defaults = (over: Partial<ServerCfg> = {}): ServerCfg => ({
     { method: 'GET', path: '/api/v1/items/special/{n}', name: 'special' },
   ],
   timeout: '5s',
+  timeout_status: 504,
+  request_headers: [],
   body_limit: 1024,
   max_in_flight: 10,
   openapi: { file: '', path: '/openapi.json' },
@@ -183,9 +185,36 @@ describe('http_server input', () => {
     await advanceTo(scheduler, 2000);
     const res = await pending;
     expect(res.status).toBe(504);
-    expect(res.body.error).toBe('the request was not answered within 2s');
+    expect(res.body).toEqual({ error: 'the request was not answered within 2s; it may still be carried out', outcome: 'unknown', request_id: msg.meta.http_request_id });
     const { out } = await respond([msg]);
     expect(out).toEqual([msg]);
+  });
+
+  it('timeout_status sets the status of the timeout answer (a backstop that does not claim failure)', async () => {
+    const scheduler = new VirtualTimeScheduler();
+    const s = await start({ timeout: '2s', timeout_status: 202 }, scheduler);
+    const pending = call(s.base, 'GET', '/api/v1/items/1');
+    const msg = await s.next();
+    await advanceTo(scheduler, 2000);
+    const res = await pending;
+    expect(res.status).toBe(202);
+    expect(res.body.outcome).toBe('unknown');
+    await respond([msg]);
+  });
+
+  it('request_headers are copied into metadata http_headers (lower-case names); other headers are not', async () => {
+    const s = await start({ request_headers: ['Idempotency-Key', 'x-absent'] });
+    const pending = fetch(`${s.base}/api/v1/items/1`, { method: 'PATCH', headers: { 'content-type': 'application/json', 'idempotency-key': 'k-1', authorization: 'Bearer secret' }, body: '{"mode": 1}' });
+    const msg = await s.next();
+    expect(msg.meta.http_headers).toEqual({ 'idempotency-key': 'k-1' });
+    await respond([msg]);
+    expect((await pending).status).toBe(200);
+    const other = await start();
+    const p2 = call(other.base, 'GET', '/api/v1/items/1');
+    const m2 = await other.next();
+    expect(m2.meta.http_headers).toEqual({});
+    await respond([m2]);
+    await p2;
   });
 
   it('answers 500 with a generic message when the ack fails, and 204 when the message is done without an answer', async () => {
