@@ -23,9 +23,13 @@
  *
  * Phases:
  *   healthy   N clients, all reading.
- *   slow      N-1 reading clients and 1 that connects and then never reads (its socket paused):
- *             it should be disconnected (slow, close 1013, or by the heartbeat, whichever comes
- *             first) without the others' latency moving.
+ *   slow      N-S reading clients and S (--slow-clients, default 10) slow ones, connected from this
+ *             process: half never read again (socket paused), half read at a trickle
+ *             (--trickle-bytes a second, default 2048, in 10 reads a second; the stream is ~94 KB/s
+ *             at 200 msg/s). They should be disconnected as slow (close 1013; the runner's log says
+ *             which rule and when) without the others' latency moving.
+ *
+ * RUNNER_NODE_ARGS adds node flags to the runner, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`.
  *
  * Output: a Markdown table on stdout, a log on stderr, results.json and the runner's log under the
  * OS temp folder (or --out).
@@ -58,6 +62,8 @@ const { values: args } = parseArgs({
     devices: { type: 'string', default: '50' },
     'client-procs': { type: 'string', default: '4' },
     phases: { type: 'string', default: ALL_PHASES.join(',') },
+    'slow-clients': { type: 'string', default: '10' },
+    'trickle-bytes': { type: 'string', default: '2048' },
     out: { type: 'string' },
     // worker mode (internal)
     worker: { type: 'boolean', default: false },
@@ -256,6 +262,8 @@ interface PhaseResult {
   clients_at_server: number[];
   /** /metrics answered or not within 3 s (a busy event loop answers late), slowest answer. */
   metrics_scrapes: { ok: number; failed: number; slowestMs: number };
+  /** Slow clients disconnected by the runner (its log): by rule, seconds after producing started. */
+  slow_clients_disconnected?: { why: string; after_s: number }[];
   slow_client?: { disconnected_after_s: number | null; how: string };
   runner_log: string;
 }
@@ -266,7 +274,8 @@ async function phase(name: string, id: string, out: string, admin: kafkajs.Admin
   const DURATION_MS = parseDuration(args.duration!);
   const DEVICES = Number(args.devices);
   const PROCS = Math.max(1, Math.min(Number(args['client-procs']), CLIENTS));
-  const slow = name === 'slow' ? 1 : 0;
+  const slow = name === 'slow' ? Math.min(Number(args['slow-clients']), CLIENTS - 1) : 0;
+  const TRICKLE = Number(args['trickle-bytes']);
   const reading = CLIENTS - slow;
   const topicOf = (t: string) => `bench-wsfan-${id}-${name}-${t}`;
   const hpTopic = topicOf('heatpump-realtime');
@@ -294,14 +303,16 @@ async function phase(name: string, id: string, out: string, admin: kafkajs.Admin
   const httpPort = await freePort();
   const runnerLog = join(out, `runner-${name}.log`);
   const logStream = createWriteStream(runnerLog);
-  const runner = spawn(process.execPath, [join(ROOT, 'bin', 'runner.mjs'), 'start', file], {
+  // RUNNER_NODE_ARGS: extra node flags for the runner (`--cpu-prof --cpu-prof-dir=...`).
+  const nodeArgs = (process.env.RUNNER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+  const runner = spawn(process.execPath, [...nodeArgs, join(ROOT, 'bin', 'runner.mjs'), 'start', file], {
     cwd: ROOT,
     env: { ...process.env, RUNNER_HTTP_PORT: String(httpPort), RUNNER_HTTP_HOST: '127.0.0.1', REALTIME_PORT: '0', REALTIME_HOST: '127.0.0.1', REALTIME_GROUP: `bench-wsfan-${id}-${name}`, LOG_LEVEL: 'info' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   runner.stdout!.pipe(logStream);
   let wsPort = 0;
-  const slowEvents: { t: number; msg: string; reason?: string }[] = [];
+  const slowEvents: { t: number; msg: string; reason?: string; why?: string }[] = [];
   let rest = '';
   runner.stderr!.setEncoding('utf8');
   runner.stderr!.on('data', (chunk: string) => {
@@ -309,20 +320,21 @@ async function phase(name: string, id: string, out: string, admin: kafkajs.Admin
     const parts = (rest + chunk).split('\n');
     rest = parts.pop()!;
     for (const text of parts) {
-      let l: { msg?: string; port?: number; reason?: string };
+      let l: { msg?: string; port?: number; reason?: string; why?: string };
       try {
         l = JSON.parse(text);
       } catch {
         continue;
       }
       if (l.msg === 'websocket server listening') wsPort = Number(l.port);
-      if (l.msg === 'websocket client too slow; disconnected' || l.msg === 'websocket client disconnected') slowEvents.push({ t: Date.now(), msg: l.msg, reason: l.reason });
+      if (l.msg === 'websocket client too slow; disconnected' || l.msg === 'websocket client disconnected') slowEvents.push({ t: Date.now(), msg: l.msg, reason: l.reason, why: l.why });
     }
   });
   const pid = runner.pid!;
   const workers: ChildProcess[] = [];
   const producer = kafka.producer({ allowAutoTopicCreation: false, createPartitioner: kafkajs.Partitioners.DefaultPartitioner });
-  let slowSocket: WebSocket | null = null;
+  const slowSockets: WebSocket[] = [];
+  const trickleTimers: NodeJS.Timeout[] = [];
   try {
     const deadline = Date.now() + 60_000;
     while (!wsPort || !(await isReady(httpPort))) {
@@ -331,7 +343,7 @@ async function phase(name: string, id: string, out: string, admin: kafkajs.Admin
       await sleep(200);
     }
     const url = `ws://127.0.0.1:${wsPort}/ws?topics=${hpTopic}`;
-    log(`${name}: runner ready (ws port ${wsPort}); connecting ${reading} reading client(s) in ${PROCS} process(es)${slow ? ' and 1 that never reads' : ''}`);
+    log(`${name}: runner ready (ws port ${wsPort}); connecting ${reading} reading client(s) in ${PROCS} process(es)${slow ? ` and ${slow} slow ones (${Math.ceil(slow / 2)} never read, ${Math.floor(slow / 2)} read ${TRICKLE} bytes/s)` : ''}`);
 
     // Clients.
     const connected: Promise<number>[] = [];
@@ -348,11 +360,17 @@ async function phase(name: string, id: string, out: string, admin: kafkajs.Admin
     }
     const nConnected = (await Promise.all(connected)).reduce((a, b) => a + b, 0);
     if (nConnected !== reading) log(`WARNING: ${nConnected} of ${reading} clients connected`);
-    if (slow) {
-      slowSocket = new WebSocket(url, { perMessageDeflate: false });
-      await new Promise<void>((res, rej) => slowSocket!.once('open', () => res()).once('error', rej));
-      // Never read again: the server's frames pile up in the kernel buffers, then in its send buffer.
-      (slowSocket as unknown as { _socket: { pause(): void } })._socket.pause();
+    for (let i = 0; i < slow; i++) {
+      const ws = new WebSocket(url, { perMessageDeflate: false });
+      slowSockets.push(ws);
+      ws.on('error', () => undefined);
+      await new Promise<void>((res, rej) => ws.once('open', () => res()).once('error', rej));
+      // Paused: the server's frames pile up in the kernel buffers, then in its send buffer.
+      const raw = (ws as unknown as { _socket: import('node:net').Socket })._socket;
+      raw.pause();
+      // The odd ones read at a trickle: read(n) on a paused socket hands n bytes to ws (a 'data'
+      // event) and reads no further from the kernel than the stream's high-water mark.
+      if (i % 2 === 1) trickleTimers.push(setInterval(() => raw.read(Math.max(1, Math.floor(TRICKLE / 10))), 100));
     }
     await producer.connect();
     await sleep(1000);
@@ -453,14 +471,17 @@ async function phase(name: string, id: string, out: string, admin: kafkajs.Admin
     }
     const inHist = total - over;
     let slowInfo: PhaseResult['slow_client'];
+    const slowDisconnected = slowEvents.filter((e) => e.msg === 'websocket client too slow; disconnected').map((e) => ({ why: e.why ?? '?', after_s: +((e.t - started) / 1000).toFixed(1) }));
     if (slow) {
-      const ev = slowEvents.find((e) => e.msg === 'websocket client too slow; disconnected');
       const hb = firstDrop['refused_total:heartbeat'];
-      slowInfo = ev
-        ? { disconnected_after_s: +((ev.t - started) / 1000).toFixed(1), how: 'as slow (close 1013)' }
-        : hb !== undefined
-          ? { disconnected_after_s: +((hb - started) / 1000).toFixed(0), how: 'by the heartbeat (no pong; +-1 s)' }
-          : { disconnected_after_s: null, how: 'not disconnected within the phase' };
+      const byWhy = new Map<string, number[]>();
+      for (const d of slowDisconnected) byWhy.set(d.why, [...(byWhy.get(d.why) ?? []), d.after_s]);
+      const parts = [...byWhy].map(([why, ts]) => `${ts.length} by ${why} after ${Math.min(...ts)}-${Math.max(...ts)} s`);
+      if (hb !== undefined) parts.push(`heartbeat drops from ${((hb - started) / 1000).toFixed(0)} s (+-1 s)`);
+      slowInfo = {
+        disconnected_after_s: slowDisconnected.length ? Math.max(...slowDisconnected.map((d) => d.after_s)) : null,
+        how: `${slowDisconnected.length} of ${slow} as slow (1013)${parts.length ? `: ${parts.join('; ')}` : ''}`,
+      };
     }
     return {
       phase: name,
@@ -491,10 +512,12 @@ async function phase(name: string, id: string, out: string, admin: kafkajs.Admin
       metrics_scrapes: { ...scrapeStats },
       clients_at_server: [Math.min(...clientsSeen), Math.max(...clientsSeen)],
       slow_client: slowInfo,
+      slow_clients_disconnected: slow ? slowDisconnected : undefined,
       runner_log: runnerLog,
     };
   } finally {
-    slowSocket?.terminate();
+    for (const t of trickleTimers) clearInterval(t);
+    for (const ws of slowSockets) ws.terminate();
     await producer.disconnect().catch(() => undefined);
     for (const w of workers) if (w.exitCode === null) w.kill('SIGKILL');
     await stopChild(runner);
@@ -539,7 +562,7 @@ async function main() {
   for (const r of results) {
     const pct = ((r.frames_received / r.frames_expected) * 100).toFixed(2);
     console.log(
-      `| ${r.phase} | ${f(r.produced)} (${r.rate.toFixed(0)}/s) | ${f(r.metrics.messages_broadcast_total ?? NaN)} | ${f(r.frames_received)} / ${f(r.frames_expected)} (${pct} %) | ${r.per_client_min}-${r.per_client_max} | ${r.latency_ms.p50} / ${r.latency_ms.p99} / ${r.latency_ms.max} | ${r.runner_peak_rss_mb} MB (${r.runner_rss_before_mb} before) | ${r.runner_cpu_pct} % | ${r.clients_cpu_pct} % | ${r.machine_busy_pct} % | ${Math.min(...r.load_1m)}-${Math.max(...r.load_1m)} | ${r.metrics.slow_disconnects_total ?? 0} / ${r.metrics.messages_dropped_total ?? 0} | ${r.slow_client ? `${r.slow_client.how}${r.slow_client.disconnected_after_s !== null ? ` after ${r.slow_client.disconnected_after_s} s` : ''}` : '-'} |`,
+      `| ${r.phase} | ${f(r.produced)} (${r.rate.toFixed(0)}/s) | ${f(r.metrics.messages_broadcast_total ?? NaN)} | ${f(r.frames_received)} / ${f(r.frames_expected)} (${pct} %) | ${r.per_client_min}-${r.per_client_max} | ${r.latency_ms.p50} / ${r.latency_ms.p99} / ${r.latency_ms.max} | ${r.runner_peak_rss_mb} MB (${r.runner_rss_before_mb} before) | ${r.runner_cpu_pct} % | ${r.clients_cpu_pct} % | ${r.machine_busy_pct} % | ${Math.min(...r.load_1m)}-${Math.max(...r.load_1m)} | ${r.metrics.slow_disconnects_total ?? 0} / ${r.metrics.messages_dropped_total ?? 0} | ${r.slow_client ? r.slow_client.how : '-'} |`,
     );
   }
   for (const r of results) console.log(`${r.phase}: /metrics scrapes ok ${r.metrics_scrapes.ok}, failed ${r.metrics_scrapes.failed}, slowest ${r.metrics_scrapes.slowestMs} ms; client closes ${JSON.stringify(r.worker_closes)}; refused ${JSON.stringify(Object.fromEntries(Object.entries(r.metrics).filter(([k]) => k.startsWith('refused'))))}`);
