@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { Readable } from 'node:stream';
 import { isAbsolute, join } from 'node:path';
 import fastifyStatic from '@fastify/static';
 import fastifyWebsocket from '@fastify/websocket';
@@ -60,10 +61,16 @@ const config = Obj({
     {
       path: Type.String({ default: '', pattern: '^(/.*)?$', description: 'HTTP path (GET) that answers with the messages of the last `window`, e.g. `/api/v1/heatpump/realtime/last-hour`. Empty: off.' }),
       window: Duration('How far back `path` answers. Messages are kept in memory for this long (time: the Kafka timestamp `$meta.kafka_timestamp`, else when the message arrived).', '1h'),
-      max_messages: Type.Integer({ minimum: 1, default: 100_000, description: 'At most this many messages are kept (the oldest go first).' }),
+      max_messages: Type.Integer({ minimum: 1, default: 100_000, description: 'At most this many messages are kept (the oldest go first, counted in `runner_websocket_recent_evicted_total`).' }),
+      max_bytes: Type.Integer({
+        minimum: 1024,
+        default: 64 * 1_048_576,
+        description:
+          'At most about this many bytes of messages are kept (each counted as its JSON plus 128 bytes; the oldest go first, counted in `runner_websocket_recent_evicted_total`). The default, 64 MiB, holds ~110,000 heat-pump messages (an hour at 30 a second) and keeps the runner well under 300 MB; at higher rates the window holds less than `window`.',
+      }),
     },
     {
-      default: { path: '', window: '1h', max_messages: 100_000 },
+      default: { path: '', window: '1h', max_messages: 100_000, max_bytes: 64 * 1_048_576 },
       description:
         'Recent messages over HTTP on the same port: `GET <path>?topic=<topic>&device=<device>` (both optional) answers `{"window": "1h", "messages": [{"topic", "device", "time", "data"}, ...]}`, oldest first; an unknown topic is a 400 with the reason. With the kafka input\'s `replay` set to the same window, a restarted pipeline has the last hour again at once.',
     },
@@ -93,6 +100,17 @@ interface Client {
   probes: [number, number][];
 }
 
+/** A message of the recent window: its value as JSON text, `size` as counted against max_bytes. */
+interface RecentEntry {
+  topic: string;
+  device: string | undefined;
+  time: number;
+  data: string;
+  size: number;
+}
+/** What an entry costs beyond its JSON (object, fields, array slot), roughly. */
+const RECENT_ENTRY_OVERHEAD = 128;
+
 /** A ping frame (FIN, opcode 9) carrying `offset` as 8 bytes: the pong echoes it. */
 const PROBE_BYTES = 10;
 function probeFrame(offset: number): Buffer {
@@ -111,6 +129,7 @@ function metrics(registry: Registry) {
     broadcast: get('runner_websocket_messages_broadcast_total', () => new Counter({ name: 'runner_websocket_messages_broadcast_total', help: 'Messages broadcast (each counted once, whatever the number of clients)', labelNames, registers: [registry] })),
     sent: get('runner_websocket_frames_sent_total', () => new Counter({ name: 'runner_websocket_frames_sent_total', help: 'Message frames sent to clients (one per message and subscribed client)', labelNames, registers: [registry] })),
     slow: get('runner_websocket_slow_disconnects_total', () => new Counter({ name: 'runner_websocket_slow_disconnects_total', help: 'Clients disconnected (close 1013) because they fell behind: slow_client.max_unread_bytes unread, a probe unanswered for slow_client.max_lag, or max_buffered_bytes unsent', labelNames, registers: [registry] })),
+    recentEvicted: get('runner_websocket_recent_evicted_total', () => new Counter({ name: 'runner_websocket_recent_evicted_total', help: 'Messages dropped from the recent window before they were older than recent.window, to stay within recent.max_messages or recent.max_bytes', labelNames, registers: [registry] })),
     dropped: get('runner_websocket_messages_dropped_total', () => new Counter({ name: 'runner_websocket_messages_dropped_total', help: 'Message frames not sent because their client was disconnected as slow', labelNames, registers: [registry] })),
     refused: get('runner_websocket_refused_total', () => new Counter({ name: 'runner_websocket_refused_total', help: 'Connections refused or closed by the server, by reason', labelNames: [...labelNames, 'reason'], registers: [registry] })),
   };
@@ -261,18 +280,31 @@ export const websocketServer = defineOutput({
         log.debug({ clients: clients.size }, 'websocket client connected');
       });
     });
-    // Recent messages, oldest first, dropped from the front once older than the window.
+    // Recent messages, oldest first, dropped from the front once older than the window or past the
+    // caps. Each keeps its value as JSON text (a few hundred bytes; the parsed object took several
+    // times that), answered as is.
     const windowMs = parseDuration(cfg.recent.window);
-    const recent: { topic: string; device: string | undefined; time: number; data: unknown }[] = [];
+    const recent: RecentEntry[] = [];
     let recentHead = 0;
+    let recentBytes = 0;
     const trimRecent = (now: number) => {
-      while (recentHead < recent.length && (recent[recentHead]!.time < now - windowMs || recent.length - recentHead > cfg.recent.max_messages)) recentHead++;
+      let evicted = 0;
+      while (recentHead < recent.length) {
+        const r = recent[recentHead]!;
+        const capped = recent.length - recentHead > cfg.recent.max_messages || recentBytes > cfg.recent.max_bytes;
+        if (!capped && r.time >= now - windowMs) break;
+        if (capped && r.time >= now - windowMs) evicted++;
+        recentBytes -= r.size;
+        recent[recentHead++] = undefined as unknown as RecentEntry;
+      }
+      if (evicted) m.recentEvicted.inc(labels, evicted);
       if (recentHead > 4096 && recentHead * 2 > recent.length) {
         recent.splice(0, recentHead);
         recentHead = 0;
       }
     };
     if (cfg.recent.path) {
+      const windowJson = JSON.stringify(cfg.recent.window);
       app.get(cfg.recent.path, async (req, reply) => {
         const q = req.query as Record<string, unknown>;
         const topic = typeof q.topic === 'string' && q.topic ? q.topic : undefined;
@@ -284,13 +316,26 @@ export const websocketServer = defineOutput({
           if (token !== cfg.auth_token) return reply.code(401).send({ error: 'unauthorized: a bearer token is required' });
         }
         trimRecent(Date.now());
-        const messages = [];
+        const picked: RecentEntry[] = [];
         for (let i = recentHead; i < recent.length; i++) {
           const r = recent[i]!;
           if ((topic && r.topic !== topic) || (device && r.device !== device)) continue;
-          messages.push({ topic: r.topic, device: r.device, time: new Date(r.time).toISOString(), data: r.data });
+          picked.push(r);
         }
-        return { window: cfg.recent.window, messages };
+        // Streamed in chunks: the whole window as one string would double the memory it holds.
+        async function* body() {
+          yield `{"window":${windowJson},"messages":[`;
+          for (let i = 0; i < picked.length; i += 500) {
+            let chunk = '';
+            for (let k = i; k < Math.min(i + 500, picked.length); k++) {
+              const r = picked[k]!;
+              chunk += `${k ? ',' : ''}{"topic":${JSON.stringify(r.topic)}${r.device === undefined ? '' : `,"device":${JSON.stringify(r.device)}`},"time":"${new Date(r.time).toISOString()}","data":${r.data}}`;
+            }
+            yield chunk;
+          }
+          yield ']}';
+        }
+        return reply.type('application/json; charset=utf-8').send(Readable.from(body()));
       });
     }
     if (cfg.static_dir) {
@@ -401,10 +446,17 @@ export const websocketServer = defineOutput({
       }
       const device = rawDevice === undefined || rawDevice === null ? undefined : String(rawDevice);
       m.broadcast.inc(labels);
+      // The value as JSON text, once for the recent window and every client: its source bytes
+      // while unchanged (no serialising), else JSON.
+      let data: string | null = null;
+      const dataJson = () => (data ??= msg.source !== undefined && msg.source.value === msg.value && msg.value !== null && typeof msg.value === 'object' ? msg.source.bytes.toString('utf8') : (JSON.stringify(msg.value) ?? 'null'));
       if (cfg.recent.path) {
         const now = Date.now();
         const ts = Number(msg.meta.kafka_timestamp);
-        recent.push({ topic, device, time: Number.isFinite(ts) && ts > 0 ? ts : now, data: msg.value });
+        const entry: RecentEntry = { topic, device, time: Number.isFinite(ts) && ts > 0 ? ts : now, data: dataJson(), size: 0 };
+        entry.size = entry.data.length + (device?.length ?? 0) + RECENT_ENTRY_OVERHEAD;
+        recent.push(entry);
+        recentBytes += entry.size;
         trimRecent(now);
       }
       if (!clients.size || closing) return msg;
@@ -424,7 +476,7 @@ export const websocketServer = defineOutput({
           disconnectSlow(c, 'max_buffered_bytes', { unread: c.written - c.confirmed, buffered: c.socket.bufferedAmount });
           continue;
         }
-        frame ??= textFrame(Buffer.from(JSON.stringify({ type: 'message', topic, device, data: msg.value }), 'utf8'));
+        frame ??= textFrame(Buffer.from(`{"type":"message","topic":${JSON.stringify(topic)}${device === undefined ? '' : `,"device":${JSON.stringify(device)}`},"data":${dataJson()}}`, 'utf8'));
         const raw = rawSocket(c.socket);
         if (!raw) continue;
         if (!corked.has(raw)) {

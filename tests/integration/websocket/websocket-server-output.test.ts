@@ -205,7 +205,7 @@ describe('websocket_server output', () => {
   });
 
   it('answers the messages of the last window over HTTP, by topic and device, oldest first', async () => {
-    const s = await start({ recent: { path: '/recent', window: '1h', max_messages: 100 } });
+    const s = await start({ recent: { path: '/recent', window: '1h', max_messages: 100, max_bytes: 1 << 20 } });
     const at = (minutesAgo: number) => Date.now() - minutesAgo * 60_000;
     const fed = [
       createMsg({ n: 'too-old' }, { key: 'device-001', meta: { kafka_topic: 'heatpump-realtime', kafka_timestamp: at(61) } }),
@@ -224,6 +224,38 @@ describe('websocket_server output', () => {
     expect((await get('?topic=heatpump-realtime')).body.messages!.map((m) => m.data.n)).toEqual(['a', 'c']);
     expect((await get('?topic=heatpump-realtime&device=device-002')).body.messages!.map((m) => m.data.n)).toEqual(['c']);
     expect(await get('?topic=nope')).toEqual({ status: 400, body: { error: 'unknown topic nope; known: heatpump-realtime, energy-realtime' } });
+  });
+
+  it('keeps the recent window within max_bytes and max_messages: the newest messages, the oldest evicted and counted', async () => {
+    const evicted = async (s: Server) => (await s.ctx.metricsRegistry.registry.getSingleMetric('runner_websocket_recent_evicted_total')!.get()).values.reduce((a, v) => a + v.value, 0);
+    const pad = 'x'.repeat(1000);
+    const feed = (s: Server, n: number) => {
+      for (let i = 0; i < n; i++) s.source.next(createMsg({ i, pad }, { key: 'device-001', meta: { kafka_topic: 'heatpump-realtime', kafka_timestamp: Date.now() } }));
+    };
+    const get = async (s: Server) => {
+      const res = await fetch(s.url.replace(/^ws/, 'http').replace(/\/ws$/, '/recent'));
+      expect(res.headers.get('content-type')).toMatch(/^application\/json/);
+      return ((await res.json()) as { window: string; messages: { topic: string; device: string; data: { i: number; pad: string } }[] }).messages;
+    };
+    const n = 1000;
+
+    // ~1 KiB a message, 100 KiB allowed: fewer than 100 kept.
+    const bytes = await start({ recent: { path: '/recent', window: '1h', max_messages: 100_000, max_bytes: 100 * 1024 } });
+    feed(bytes, n);
+    await expect.poll(async () => (await get(bytes)).at(-1)?.data.i).toBe(n - 1);
+    const kept = await get(bytes);
+    expect(kept.length).toBeGreaterThan(50);
+    expect(kept.length).toBeLessThan(100);
+    expect(kept.map((m) => m.data.i)).toEqual(Array.from({ length: kept.length }, (_, k) => n - kept.length + k));
+    expect(kept.reduce((a, m) => a + JSON.stringify(m.data).length, 0)).toBeLessThanOrEqual(100 * 1024);
+    expect(kept[0]).toMatchObject({ topic: 'heatpump-realtime', device: 'device-001', data: { pad } });
+    expect(await evicted(bytes)).toBe(n - kept.length);
+
+    const count = await start({ recent: { path: '/recent', window: '1h', max_messages: 10, max_bytes: 1 << 30 } });
+    feed(count, n);
+    await expect.poll(async () => (await get(count)).at(-1)?.data.i).toBe(n - 1);
+    expect((await get(count)).map((m) => m.data.i)).toEqual(Array.from({ length: 10 }, (_, k) => n - 10 + k));
+    expect(await evicted(count)).toBe(n - 10);
   });
 
   it('passes every message on (done) whether or not anyone listens', async () => {
