@@ -11,11 +11,23 @@
  *   eval "$(bash scripts/stack env)"
  *   flock /tmp/runner-bench.lock node --import tsx bench/outbox-relay/run.ts --phase throughput --events 25000
  *   flock /tmp/runner-bench.lock node --import tsx bench/outbox-relay/run.ts --phase latency --rate 100 --duration 20s
- *   (--input-in-flight N: batches per source, default 2; --output-in-flight N: the kafka output's max_in_flight, default 1)
+ *   backlog:    --prefill N events (spread over the four sources, --aggregates per source) are
+ *               inserted and ANALYZEd before the relay starts, as after an outage; events/s over
+ *               the first --measure of publishing (or until all are out), and readiness sampled
+ *               every 250 ms from the runner's /health/ready (how often it was not ready, why).
+ *
+ *   eval "$(bash scripts/stack env)"
+ *   flock /tmp/runner-bench.lock node --import tsx bench/outbox-relay/run.ts --phase throughput --events 25000
+ *   flock /tmp/runner-bench.lock node --import tsx bench/outbox-relay/run.ts --phase latency --rate 100 --duration 20s
+ *   flock /tmp/runner-bench.lock node --import tsx bench/outbox-relay/run.ts --phase backlog --prefill 2000000 --aggregates 997 --batch-size 500 --measure 60s
+ *   (--input-in-flight N: batches per source, default 2; --output-in-flight N: the kafka output's max_in_flight, default 1;
+ *    --batch-size N: the input's batch_size, default 1000; --aggregates N: aggregates per source, default 2000;
+ *    --period D: the kafka output's batching.period, default 5ms)
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -31,6 +43,11 @@ const { values: args } = parseArgs({
     duration: { type: 'string', default: '20s' },
     'input-in-flight': { type: 'string', default: '2' },
     'output-in-flight': { type: 'string', default: '1' },
+    'batch-size': { type: 'string', default: '1000' },
+    aggregates: { type: 'string', default: '2000' },
+    prefill: { type: 'string', default: '2000000' },
+    measure: { type: 'string', default: '60s' },
+    period: { type: 'string', default: '5ms' },
   },
 });
 const root = new URL('../..', import.meta.url).pathname;
@@ -45,9 +62,40 @@ const admin = kafka.admin();
 await admin.connect();
 await createTopics(admin, [topic], 3);
 const db = await servicesDatabase();
+const aggregates = Number(args.aggregates);
+/** Inserts n events into each table, aggregate 'agg-' || (i % aggregates), in chunks of 100,000 rows per statement. */
+const fill = async (n: number) => {
+  for (const t of TABLES) {
+    for (let from = 1; from <= n; from += 100_000) {
+      await db.query(
+        `INSERT INTO ${t} (aggregate_id, aggregate_type, event_type, payload, created_at)
+         SELECT 'agg-' || (i % $3::int), 'bench', 'bench.event', jsonb_build_object('seq', i, 'pad', repeat('x', 150)), clock_timestamp() FROM generate_series($1::int, $2::int) i`,
+        [from, Math.min(n, from + 99_999), aggregates],
+      );
+    }
+  }
+};
+const freePort = () =>
+  new Promise<number>((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+  });
+const httpPort = await freePort();
+let prefillSeconds = 0;
+if (args.phase === 'backlog') {
+  // Before the relay starts: the backlog an outage leaves behind.
+  const t0 = Date.now();
+  await fill(Math.floor(Number(args.prefill) / TABLES.length));
+  await db.query('ANALYZE');
+  prefillSeconds = (Date.now() - t0) / 1000;
+}
 const dir = mkdtempSync(join(tmpdir(), 'outbox-bench-'));
 const file = join(dir, 'outbox-bench.yaml');
-writeFileSync(file, relayYaml({ name: 'outbox-bench', url: db.url, topic, sources: FOUR_SOURCES, input: `poll_interval: 1s\nbatch_size: 1000\nmax_in_flight: ${args['input-in-flight']}`, kafkaExtra: `max_in_flight: ${args['output-in-flight']}` }));
+writeFileSync(file, relayYaml({ name: 'outbox-bench', url: db.url, topic, sources: FOUR_SOURCES, input: `poll_interval: 1s\nbatch_size: ${args['batch-size']}\nmax_in_flight: ${args['input-in-flight']}`, kafkaExtra: `max_in_flight: ${args['output-in-flight']}` }).replace('batching: { count: 500, period: 5ms }', `batching: { count: 500, period: ${args.period} }`));
 
 const arrivals = new Map<string, number>();
 let first = 0;
@@ -68,18 +116,63 @@ await consumer.run({
   },
 });
 
-const runner = spawn(process.execPath, [join(root, 'bin/runner.mjs'), 'start', file], { env: { ...process.env, RUNNER_HTTP_PORT: '0', LOG_LEVEL: 'warn' }, stdio: ['ignore', 'ignore', 'inherit'] });
+const runner = spawn(process.execPath, [join(root, 'bin/runner.mjs'), 'start', file], { env: { ...process.env, RUNNER_HTTP_PORT: String(httpPort), RUNNER_HTTP_HOST: '127.0.0.1', LOG_LEVEL: 'warn' }, stdio: ['ignore', 'ignore', 'inherit'] });
 const until = async (pred: () => boolean) => {
   while (!pred()) await new Promise((r) => setTimeout(r, 20));
 };
 
 try {
-  if (args.phase === 'throughput') {
-    const n = Number(args.events);
-    for (const t of TABLES) {
-      await db.query(`INSERT INTO ${t} (aggregate_id, aggregate_type, event_type, payload, created_at)
-        SELECT 'agg-' || (i % 2000), 'bench', 'bench.event', jsonb_build_object('seq', i, 'pad', repeat('x', 150)), clock_timestamp() FROM generate_series(1, $1::int) i`, [n]);
+  if (args.phase === 'backlog') {
+    const total = Math.floor(Number(args.prefill) / TABLES.length) * TABLES.length;
+    const measureMs = parseDuration(args.measure!);
+    const samples: { ok: boolean; reason: string }[] = [];
+    const reasons = new Map<string, number>();
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        try {
+          const res = await fetch(`http://127.0.0.1:${httpPort}/health/ready`);
+          const body = await res.text();
+          samples.push({ ok: res.ok, reason: res.ok ? '' : body });
+        } catch {
+          // not listening yet
+        }
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    })();
+    await until(() => first > 0);
+    const from = first;
+    await until(() => arrivals.size >= total || Date.now() - from >= measureMs);
+    const secs = (Date.now() - from) / 1000;
+    const published = arrivals.size;
+    sampling = false;
+    await sampler;
+    // From the first ready answer on (before it the sources are being checked).
+    const during = samples.slice(Math.max(0, samples.findIndex((x) => x.ok)));
+    for (const x of during) {
+      if (x.ok) continue;
+      // The reason without its numbers ("no poll completed for 3.1 s" -> "no poll completed for N s").
+      const key = x.reason.replace(/[0-9]+(\.[0-9]+)?/g, 'N').slice(0, 300);
+      reasons.set(key, (reasons.get(key) ?? 0) + 1);
     }
+    console.log(
+      JSON.stringify({
+        phase: 'backlog',
+        prefilled: total,
+        aggregates_per_source: aggregates,
+        batch_size: Number(args['batch-size']),
+        prefill_seconds: prefillSeconds,
+        measured_seconds: secs,
+        published,
+        events_per_s: Math.round(published / secs),
+        ready_samples: during.length,
+        not_ready_samples: during.filter((x) => !x.ok).length,
+        not_ready_reasons: Object.fromEntries(reasons),
+      }),
+    );
+  } else if (args.phase === 'throughput') {
+    const n = Number(args.events);
+    await fill(n);
     await until(() => arrivals.size >= n * TABLES.length);
     const secs = (last - first) / 1000;
     console.log(JSON.stringify({ phase: 'throughput', events: n * TABLES.length, seconds: secs, events_per_s: Math.round((n * TABLES.length) / secs) }));

@@ -143,7 +143,6 @@ export function sourceSql(s: SourceDef, info: TableInfo, tables: { failures: str
   // Status marker with next_attempt_at: a row waits in the row itself too (attempts survive in the table).
   const rowDue = (a: string) => (status && mk.next_attempt_at ? ` AND ${a}.${q(mk.next_attempt_at)} <= now()` : '');
   const rowWaiting = (a: string) => (status && mk.next_attempt_at ? ` OR ${a}.${q(mk.next_attempt_at)} > now()` : '');
-  const idIn = `${q(c.id)} = ANY($1::text[]::${info.idType}[])`;
   const idIs = (n: number) => `${q(c.id)} = $${n}::text::${info.idType}`;
   const order = (a: string) => `${a}.${q(c.created_at)}, ${a}.${q(c.id)}`;
   const select = (a: string) =>
@@ -160,27 +159,74 @@ export function sourceSql(s: SourceDef, info: TableInfo, tables: { failures: str
     ].join(', ');
   const deadLettered = (a: string, alias: string) =>
     `EXISTS (SELECT 1 FROM ${f} ${alias} WHERE ${alias}.source = $1 AND ${alias}.event_id = ${a}.${q(c.id)}::text AND ${alias}.dead_lettered_at IS NOT NULL)`;
-  return {
-    /**
-     * The heads: for each aggregate its oldest unpublished event that is not dead-lettered, if
-     * that event is not waiting for a retry; oldest first; locked FOR UPDATE SKIP LOCKED. A head
-     * locked by another relay is skipped, and so is every later event of its aggregate (an
-     * earlier event of the aggregate is still unpublished): whoever holds the head row owns the
-     * aggregate until it commits. $1 source, $2 limit.
-     */
-    claimHeads: `SELECT ${select('r')}
-  FROM ${t} r
+  const claimHeads = (after: boolean) => `WITH w AS MATERIALIZED (
+  SELECT r.ctid AS tid, r.${q(c.aggregate_id)}::text COLLATE "C" AS agg, r.${q(c.created_at)} AS created, r.${q(c.id)} AS id
+    FROM ${t} r
+   WHERE ${unpublished('r')} AND NOT ${deadLettered('r', 'd')}${
+     after ? `\n     AND (r.${q(c.created_at)}, r.${q(c.id)}) >= (SELECT x.${q(c.created_at)}, x.${q(c.id)} FROM ${t} x WHERE x.${idIs(4)})` : ''
+   }
+   ORDER BY ${order('r')}
+   LIMIT $3
+), h AS (
+  SELECT DISTINCT ON (agg) tid FROM w ORDER BY agg, created, id
+)
+SELECT ${select('r')}
+  FROM h
+  JOIN ${t} r ON r.ctid = h.tid
   LEFT JOIN ${f} f ON f.source = $1 AND f.event_id = r.${q(c.id)}::text
  WHERE ${unpublished('r')}${rowDue('r')}
-   AND (f.event_id IS NULL OR (f.dead_lettered_at IS NULL AND (f.next_attempt_at IS NULL OR f.next_attempt_at <= now())))
+   AND (f.event_id IS NULL OR (f.dead_lettered_at IS NULL AND (f.next_attempt_at IS NULL OR f.next_attempt_at <= now())))${
+     after
+       ? `
    AND NOT EXISTS (
      SELECT 1 FROM ${t} p
       WHERE p.${q(c.aggregate_id)} = r.${q(c.aggregate_id)} AND ${unpublished('p')}
         AND (p.${q(c.created_at)}, p.${q(c.id)}) < (r.${q(c.created_at)}, r.${q(c.id)})
-        AND NOT ${deadLettered('p', 'd')})
+        AND NOT ${deadLettered('p', 'e')})`
+       : ''
+   }
  ORDER BY ${order('r')}
  LIMIT $2
- FOR UPDATE OF r SKIP LOCKED`,
+ FOR UPDATE OF r SKIP LOCKED`;
+  return {
+    /**
+     * The heads: for each aggregate its oldest unpublished event that is not dead-lettered, if
+     * that event is not waiting for a retry; oldest first; locked FOR UPDATE SKIP LOCKED. A head
+     * locked by another batch (this relay's or another one's) is skipped, and so is every later
+     * event of its aggregate: whoever holds the head row owns the aggregate until it commits.
+     *
+     * Only a window of the oldest unpublished rows is looked at ($3 rows, in (created_at, id)
+     * order along the partial index of migrations/services/0001): the oldest row of each aggregate
+     * in that window is the aggregate's head (every older unpublished row would be in the window
+     * too), found by sorting the window, so a claim costs the same with 1,000 or 2 million rows
+     * waiting. The earlier statement asked every candidate row whether an older unpublished event
+     * of its aggregate exists and, when fewer than $2 heads were free (the other batches hold the
+     * rest), walked the whole backlog doing so: 20 s per claim with 500,000 rows waiting.
+     * The window's rows are joined back by ctid (no primary-key lookups); a row changed since
+     * (marked by another relay) fails the unpublished re-check and is left out.
+     * $1 source, $2 limit, $3 window.
+     */
+    claimHeads: claimHeads(false),
+    /**
+     * The same over the window after the row with id $4 (its (created_at, id) and later): for when
+     * a whole window held no free head (the aggregates of its rows are all owned or waiting for a
+     * retry), so a long run of blocked events holds back only its own aggregates. Past the first
+     * window an aggregate's oldest row in the window need not be its head, so each candidate is
+     * also checked for an older unpublished event of its aggregate (partial index by aggregate of
+     * migrations/services/0003). $1 source, $2 limit, $3 window, $4 id of the window's first row.
+     */
+    claimHeadsAfter: claimHeads(true),
+    /**
+     * The id of the last row of a full window (none when fewer than $2 rows wait), for
+     * claimHeadsAfter. $1 source, $2 window, $3 id of the window's first row or NULL.
+     */
+    windowEnd: `SELECT r.${q(c.id)}::text AS id
+  FROM ${t} r
+ WHERE ${unpublished('r')} AND NOT ${deadLettered('r', 'd')}
+   AND ($3::text IS NULL OR (r.${q(c.created_at)}, r.${q(c.id)}) >= (SELECT x.${q(c.created_at)}, x.${q(c.id)} FROM ${t} x WHERE x.${idIs(3)}))
+ ORDER BY ${order('r')}
+ OFFSET $2::int - 1
+ LIMIT 1`,
     /** Unpublished events of aggregates this relay owns (their heads are locked by it), in order. $1 source, $2 aggregate ids, $3 limit. */
     followers: `SELECT ${select('r')}, (f.next_attempt_at IS NOT NULL AND f.next_attempt_at > now()${rowWaiting('r')}) AS waiting, (f.dead_lettered_at IS NOT NULL) AS dead
   FROM ${t} r
@@ -188,10 +234,6 @@ export function sourceSql(s: SourceDef, info: TableInfo, tables: { failures: str
  WHERE r.${q(c.aggregate_id)} = ANY($2) AND ${unpublished('r')}
  ORDER BY ${order('r')}
  LIMIT $3`,
-    /** $1 ids (as text). */
-    mark: status
-      ? `UPDATE ${t} SET ${m} = ${literal(mk.published!)}${mk.published_at ? `, ${q(mk.published_at)} = clock_timestamp()` : ''}${mk.error_message ? `, ${q(mk.error_message)} = NULL` : ''} WHERE ${idIn} AND ${m} = ${literal(mk.pending!)}`
-      : `UPDATE ${t} SET ${m} = ${s.marker.type === 'timestamp' ? 'now()' : 'true'} WHERE ${idIn}`,
     /**
      * Status marker: a failed attempt recorded in the row. $1 id, $2 attempts so far, $3 error,
      * $4 retry delay in ms (measured from now, the end of the attempt), $5 whether it was the last
@@ -205,6 +247,25 @@ export function sourceSql(s: SourceDef, info: TableInfo, tables: { failures: str
           ...(mk.next_attempt_at ? [`${q(mk.next_attempt_at)} = CASE WHEN $5::boolean THEN ${q(mk.next_attempt_at)} ELSE clock_timestamp() + make_interval(secs => $4::float8 / 1000) END`] : []),
         ].join(', ')} WHERE ${idIs(1)} AND ${m} = ${literal(mk.pending!)}`
       : '',
+    /**
+     * The end of a batch in one statement: of the events whose messages are done ($2 ids, $3 the
+     * attempts each had when claimed), those whose attempts grew meanwhile failed (the dead-letter
+     * output counted them) and are returned (event_id, attempts, last_error); every other one is
+     * marked, and relay_state counts them. One round trip instead of three (attempts, mark,
+     * relay_state) per batch. $1 source.
+     */
+    markDone: `WITH c AS (SELECT c.id, c.attempts FROM unnest($2::text[], $3::int[]) AS c(id, attempts)),
+bad AS (SELECT f.event_id, f.attempts, f.last_error FROM ${f} f JOIN c ON f.source = $1 AND f.event_id = c.id WHERE f.attempts > c.attempts),
+marked AS (${(status
+      ? `UPDATE ${t} SET ${m} = ${literal(mk.published!)}${mk.published_at ? `, ${q(mk.published_at)} = clock_timestamp()` : ''}${mk.error_message ? `, ${q(mk.error_message)} = NULL` : ''} WHERE ${q(c.id)} = ANY(ARRAY(SELECT c.id FROM c WHERE c.id NOT IN (SELECT event_id FROM bad))::${info.idType}[]) AND ${m} = ${literal(mk.pending!)}`
+      : `UPDATE ${t} SET ${m} = ${s.marker.type === 'timestamp' ? 'now()' : 'true'} WHERE ${q(c.id)} = ANY(ARRAY(SELECT c.id FROM c WHERE c.id NOT IN (SELECT event_id FROM bad))::${info.idType}[])`)} RETURNING 1)${
+      tables.state
+        ? `,
+counted AS (INSERT INTO ${quoteTable(tables.state)} AS s (source, published_total, updated_at) SELECT $1, count(*), now() FROM marked HAVING count(*) > 0
+  ON CONFLICT (source) DO UPDATE SET published_total = s.published_total + EXCLUDED.published_total, updated_at = now())`
+        : ''
+    }
+SELECT event_id, attempts, last_error FROM bad`,
     /** Attempts recorded so far. $1 source, $2 event ids. */
     attempts: `SELECT event_id, attempts, last_error, last_error_code FROM ${f} WHERE source = $1 AND event_id = ANY($2::text[])`,
     /** A failed attempt the relay saw itself (the message was nacked). $1 source, $2 event id, $3 error, $4 code. */
@@ -230,11 +291,6 @@ export function sourceSql(s: SourceDef, info: TableInfo, tables: { failures: str
 export function stateSql(state: string) {
   const st = state ? quoteTable(state) : '';
   return {
-    /** $1 source, $2 events published in this transaction. */
-    statePublished: st
-      ? `INSERT INTO ${st} AS s (source, published_total, updated_at) VALUES ($1, $2, now())
-  ON CONFLICT (source) DO UPDATE SET published_total = s.published_total + EXCLUDED.published_total, updated_at = now()`
-      : '',
     /** $1 source. */
     statePolled: st
       ? `INSERT INTO ${st} AS s (source, last_poll_at, updated_at) VALUES ($1, now(), now())
