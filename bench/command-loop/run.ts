@@ -35,11 +35,14 @@
  *               latency phase.
  *               --api-pg-in-flight N runs a copy of settings-api.yaml whose postgres steps have
  *               max_in_flight N instead of the shipped 4 (exploration; the results say so).
+ *               --keys sends an Idempotency-Key (a new UUID) with every PATCH of both phases, so
+ *               that the key table is written too.
  *
  * The load generator runs on the same machine (node:http, keep-alive agent); its CPU is part of
  * what the machine does. `uptime` load is printed before and after each phase.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { createWriteStream, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
@@ -68,6 +71,7 @@ const { values: args } = parseArgs({
     'sim-rate': { type: 'string', default: '20' },
     'api-pg-in-flight': { type: 'string', default: '' },
     'dispatch-poll': { type: 'string', default: '' },
+    keys: { type: 'boolean', default: false },
     out: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -118,7 +122,14 @@ function request(agent: http.Agent, base: URL, method: string, path: string, bod
   return new Promise((res, rej) => {
     const data = body === undefined ? undefined : JSON.stringify(body);
     const req = http.request(
-      { agent, host: base.hostname, port: base.port, method, path, headers: data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } : {} },
+      {
+        agent,
+        host: base.hostname,
+        port: base.port,
+        method,
+        path,
+        headers: data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data), ...(args.keys && method === 'PATCH' ? { 'idempotency-key': randomUUID() } : {}) } : {},
+      },
       (r) => {
         let text = '';
         r.setEncoding('utf8');
@@ -356,7 +367,7 @@ async function main() {
   const id = `bench${uniqueId()}`;
   const results: Record<string, unknown> = {};
   const machine = machineInfo();
-  const config = { dispatch_poll: args['dispatch-poll'] || 'shipped (1s)', api_pg_in_flight: args['api-pg-in-flight'] || 'shipped (4)', devices: DEVICES, commands: COMMANDS, rate: RATE, poll_ms: POLL_MS, clients: CLIENTS, duration_s: DURATION_S, warmup_s: WARMUP_S, sim_rate: Number(args['sim-rate']) };
+  const config = { keys: args.keys, dispatch_poll: args['dispatch-poll'] || 'shipped (1s)', api_pg_in_flight: args['api-pg-in-flight'] || 'shipped (4)', devices: DEVICES, commands: COMMANDS, rate: RATE, poll_ms: POLL_MS, clients: CLIENTS, duration_s: DURATION_S, warmup_s: WARMUP_S, sim_rate: Number(args['sim-rate']) };
   log(`machine ${machine.nproc} cores (${machine.cpu}), ${machine.mem_gib} GiB, node ${machine.node}; ${uptime()}`);
 
   const db = await createTestDatabase('bench_cmdloop');

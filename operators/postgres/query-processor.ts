@@ -66,6 +66,11 @@ const config = Obj({
     'A deadline per message, measured from when the message entered the pipeline (for an `http_server` input: when the request arrived), for its whole transaction including retries. An attempt that would start after it is not started; a statement still running at it is cancelled by PostgreSQL (`SET LOCAL statement_timeout` to the time left, sent with `BEGIN`); and `COMMIT` is sent only before it. Either way the transaction is rolled back, not retried, and the message is rejected with code WRITE_FAILED and a reason that starts with `deadline passed` and says nothing was written (an HTTP API answers 504 then and can promise the change did not happen; keep the `http_server` timeout longer). Only a `COMMIT` sent before the deadline can finish after it; its outcome is then known and reported as usual. A lost connection during `COMMIT` leaves the outcome unknown: a later rejection then says so instead of `deadline passed`. `0` (the default): no deadline.',
     '0s',
   ),
+  autocommit: Type.Boolean({
+    default: false,
+    description:
+      'With exactly one statement: send it without `BEGIN` and `COMMIT`, as a transaction of its own that PostgreSQL commits when it succeeds (one round trip instead of three). The `expect` check and `result_map` then come after the commit and cannot undo it, so use it for a statement that writes nothing when it returns no row (e.g. a function that returns no row for an unknown key) and a `result_map` that cannot fail. With `timeout`, each connection gets `statement_timeout` = the whole `timeout` once (no time left is sent per message): a statement is still cancelled (and the message rejected with `deadline passed`) only if it did not finish, so a rejection still means nothing was written, but one that started late may finish, and commit, a little after the deadline.',
+  }),
   max_retries: Type.Integer({
     minimum: 0,
     default: 0,
@@ -108,6 +113,7 @@ function lintConfig(cfg: Cfg, schemasDir: string): LintIssue[] {
     }
     if (s.expect === 'none' && s.result) issues.push({ path: ['statements', i, 'result'], message: 'a statement with expect: none returns no rows to keep' });
   });
+  if (cfg.autocommit && cfg.statements.length !== 1) issues.push({ path: ['autocommit'], message: `autocommit runs one statement as its own transaction; there are ${cfg.statements.length}` });
   return issues;
 }
 
@@ -250,6 +256,8 @@ export const postgresQuery = defineProcessor({
     });
 
     const timeoutMs = parseDuration(cfg.timeout);
+    /** Connections whose session statement_timeout is set (autocommit with timeout). */
+    const limited = new WeakSet<pg.PoolClient>();
     /** The rejection when the deadline passed: rolled back, or unknown after a COMMIT whose answer was lost. */
     const deadlineError = (state: Attempts, when: string): RunnerError =>
       state.commitUnknown
@@ -270,12 +278,17 @@ export const postgresQuery = defineProcessor({
         throw toRunnerError(err, `connecting to PostgreSQL at ${where}`);
       }
       let discard = false;
+      // After COMMIT (or an autocommit statement) was sent, a lost answer leaves the outcome unknown.
       let committing = false;
       const results: Record<string, unknown> = {};
       let current = 0;
       try {
         // With a deadline the time left goes with BEGIN (one round trip): PostgreSQL cancels a statement still running then.
-        await client.query(timeoutMs > 0 ? `BEGIN; SET LOCAL statement_timeout = ${Math.max(1, Math.ceil(deadline - Date.now()))}` : 'BEGIN');
+        if (!cfg.autocommit) await client.query(timeoutMs > 0 ? `BEGIN; SET LOCAL statement_timeout = ${Math.max(1, Math.ceil(deadline - Date.now()))}` : 'BEGIN');
+        else if (timeoutMs > 0 && !limited.has(client)) {
+          await client.query(`SET statement_timeout = ${timeoutMs}`);
+          limited.add(client);
+        }
         for (const [i, s] of statements.entries()) {
           current = i;
           const values: unknown[] = [];
@@ -286,7 +299,9 @@ export const postgresQuery = defineProcessor({
               throw new Abort(err instanceof RunnerError ? err : new RunnerError('EXPRESSION_FAILED', errorMessage(err), { cause: err }));
             }
           }
+          if (cfg.autocommit) committing = true;
           const res = await client.query(s.sql, values);
+          if (cfg.autocommit) committing = false;
           const count = res.rows.length || res.rowCount || 0;
           if (s.expect === 'one' && count === 0) throw new Abort(new RunnerError('NOT_FOUND', await s.notFound.evaluate(msg, { results }).catch(() => s.not_found)));
           if (s.expect === 'one' && count > 1) throw new Abort(new RunnerError('WRITE_REJECTED', `statements.${i} returned ${count} rows; expect: one allows exactly one`));
@@ -305,17 +320,18 @@ export const postgresQuery = defineProcessor({
           }
           if (value === undefined) throw new Abort(new RunnerError('EXPRESSION_FAILED', `result_map ${JSON.stringify(cfg.result_map)} produced no value`));
         }
+        if (cfg.autocommit) return value;
         if (Date.now() >= deadline) throw new Abort(deadlineError(state, 'before COMMIT'));
         committing = true;
         await client.query('COMMIT');
         return value;
       } catch (err) {
-        if (committing && !(err instanceof Abort) && !isRowError(err)) state.commitUnknown = true;
+        if (committing && !(err instanceof Abort) && !isRowError(err) && sqlStateOf(err) !== '57014') state.commitUnknown = true;
         // A statement cancelled by the deadline's statement_timeout: rolled back, not retried.
-        if (timeoutMs > 0 && !committing && sqlStateOf(err) === '57014') err = new Abort(deadlineError(state, `while statements.${current} ran (cancelled)`));
+        if (timeoutMs > 0 && sqlStateOf(err) === '57014') err = new Abort(deadlineError(state, `while statements.${current} ran (cancelled)`));
         // A rejection or a bad row leaves a healthy connection: roll back and reuse it. Anything else: drop it.
         discard = !(err instanceof Abort || isRowError(err));
-        if (!discard) await client.query('ROLLBACK').catch(() => (discard = true));
+        if (!discard && !cfg.autocommit) await client.query('ROLLBACK').catch(() => (discard = true));
         if (err instanceof Abort) throw err.error;
         const e = toRunnerError(err, `running statements.${current}`);
         throw isRowError(err) ? new RunnerError('WRITE_REJECTED', `statements.${current}: ${e.message}`, { cause: err }) : e;

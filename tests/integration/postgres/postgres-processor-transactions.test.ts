@@ -212,4 +212,29 @@ describe('postgres processor', () => {
     expect((ctx.rejected[0]!.err as RunnerError).message).toMatch(/^deadline passed \(timeout 5s\) before the transaction started; rolled back, nothing was written/);
     expect(await qtyOf('a')).toBe(before);
   });
+
+  it('autocommit: one statement as its own transaction; a statement cancelled at the deadline wrote nothing; lint wants exactly one statement', async () => {
+    await db.query(`INSERT INTO ${items} VALUES ('e', 5, NULL) ON CONFLICT (id) DO UPDATE SET qty = 5`);
+    const one = [statements()[0]!];
+    const ok = await run(config({ statements: one, autocommit: true, timeout: '5s', result_map: '$results.item.qty' }), [createMsg({ item: 'e', take: 2 }), createMsg({ item: 'nope', take: 1 })]);
+    expect(ok.out.map((m) => m.value)).toEqual([3]);
+    expect(ok.ctx.rejected.map((r) => (r.err as RunnerError).code)).toEqual(['NOT_FOUND']);
+    expect(await qtyOf('e')).toBe(3);
+
+    const locker = await connect();
+    await locker.query('BEGIN');
+    await locker.query(`SELECT 1 FROM ${items} WHERE id = 'e' FOR UPDATE`);
+    const ctx = testContext();
+    try {
+      const { out } = await run(config({ statements: one, autocommit: true, timeout: '300ms' }), [createMsg({ item: 'e', take: 1 })], ctx);
+      expect(out).toEqual([]);
+    } finally {
+      await locker.query('COMMIT');
+      await locker.end();
+    }
+    expect((ctx.rejected[0]!.err as RunnerError).message).toMatch(/^deadline passed \(timeout 300ms\) while statements\.0 ran \(cancelled\); rolled back/);
+    expect(await qtyOf('e')).toBe(3);
+
+    expect(() => postgresQuery.create(config({ statements: statements(), autocommit: true }), testContext())).toThrow(/autocommit runs one statement as its own transaction; there are 2/);
+  });
 });
