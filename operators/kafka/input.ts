@@ -37,6 +37,18 @@ const config = Obj({
     default: 1000,
     description: 'Unfinished messages per partition: reading a partition pauses while this many of its messages are not done, and resumes when half of them are.',
   }),
+  max_in_flight_bytes: Type.Integer({
+    minimum: 0,
+    default: 16 * 1024 * 1024,
+    description:
+      'Bytes (record value and key) of unfinished messages, all partitions together: while this many are unfinished no further message is handed out (one message larger than the limit still goes out alone); reading goes on when half of them are done. With `max_in_flight` (a count per partition) and `fetch_max_bytes` it bounds the memory of the input by size whatever the backlog: messages in flight plus at most one fetch per assigned partition. 0: no byte limit.',
+  }),
+  fetch_max_bytes: Type.Integer({
+    minimum: 1024,
+    default: 1024 * 1024,
+    description:
+      'Most bytes one fetch brings of one partition (a record larger than this still comes whole). Records beyond the in-flight window wait, decoded once, in a queue of their partition, and a partition is not fetched again while its queue holds any: besides the messages in flight the input holds at most this much per assigned partition.',
+  }),
   value_format: Type.Union([Type.Literal('json'), Type.Literal('auto'), Type.Literal('string'), Type.Literal('bytes'), Type.Literal('schema_registry')], {
     default: 'json',
     description:
@@ -142,6 +154,7 @@ export const kafka = defineInput({
         groupId: cfg.consumer_group,
         allowAutoTopicCreation: false,
         maxWaitTimeInMs: fetchMaxWaitMs,
+        maxBytesPerPartition: cfg.fetch_max_bytes,
         sessionTimeout: parseDuration(cfg.session_timeout),
         heartbeatInterval: Math.max(100, Math.floor(parseDuration(cfg.session_timeout) / 10)),
         // kafkajs restarts a crashed consumer after retriable errors; we also restart after the others.
@@ -225,10 +238,28 @@ export const kafka = defineInput({
       };
 
 
+      // Bytes of the messages handed out and not settled, all partitions (max_in_flight_bytes).
+      const bytesLimit = cfg.max_in_flight_bytes;
+      let bytesInFlight = 0;
+      /** Partitions whose queue waits for bytes in flight to fall under half the limit. */
+      const waitingForBytes = new Set<string>();
+      const bytesFull = () => bytesLimit > 0 && bytesInFlight >= bytesLimit;
+
       const toMsg = (topic: string, partition: number, m: KafkaMessage, highWatermark: number, token: OffsetToken): Msg => {
         const key = m.key ? m.key.toString('utf8') : null;
         const offset = Number(m.offset);
+        const size = (m.value?.length ?? 0) + (m.key?.length ?? 0);
+        bytesInFlight += size;
         const ack = ackHandle((outcome) => {
+          bytesInFlight -= size;
+          if (waitingForBytes.size && bytesInFlight <= bytesLimit / 2) {
+            const waiting = [...waitingForBytes];
+            waitingForBytes.clear();
+            for (const k of waiting) {
+              const q = queues.get(k);
+              if (q) refill(q.topic, q.partition);
+            }
+          }
           if (outcome.ok) tracker.done(token);
           else {
             const from = tracker.fail(token);
@@ -308,6 +339,10 @@ export const kafka = defineInput({
         try {
           while (q.at < q.messages.length && current()) {
             if (tracker.inFlight(topic, partition) >= cfg.max_in_flight) break;
+            if (bytesFull()) {
+              waitingForBytes.add(key);
+              break;
+            }
             const m = q.messages[q.at]!;
             q.messages[q.at++] = undefined as unknown as KafkaMessage;
             const offset = Number(m.offset);
@@ -367,9 +402,12 @@ export const kafka = defineInput({
 
       /** After an ack, a drain or a rebalance: hand out what is queued, or fetch again once the window is half empty. */
       const refill = (topic: string, partition: number) => {
-        const q = queues.get(partitionKey(topic, partition));
+        const key = partitionKey(topic, partition);
+        const q = queues.get(key);
         if (q) {
-          if (!q.scheduled && !q.draining && tracker.inFlight(topic, partition) < cfg.max_in_flight && !stopped && !closed) {
+          // Woken when the bytes in flight fall under half the limit.
+          if (bytesFull()) waitingForBytes.add(key);
+          else if (!q.scheduled && !q.draining && tracker.inFlight(topic, partition) < cfg.max_in_flight && !stopped && !closed) {
             // Once the acks of this turn are in, not from inside the ack (the output is mid-emission).
             q.scheduled = true;
             queueMicrotask(() => {

@@ -444,6 +444,42 @@ describe('kafka output -> kafka input', () => {
     expect(await committed(group, topic)).toEqual({ [kept]: '6', [lost]: '-1' });
   });
 
+  it('never hands out more than max_in_flight_bytes of unfinished messages (one larger message alone), and reads all in order', async () => {
+    const topic = await newTopic('bytes-window', 2);
+    const values = Array.from({ length: 20 }, (_, i) => JSON.stringify({ i, pad: 'x'.repeat(80) }));
+    for (const partition of [0, 1]) {
+      await producer.send({ topic, acks: -1, messages: values.map((value) => ({ partition, value })) });
+    }
+    const big = JSON.stringify({ i: 20, pad: 'y'.repeat(1000) });
+    await producer.send({ topic, acks: -1, messages: [{ partition: 0, value: big }] });
+    const limit = 250;
+    const sizeOf = (m: Msg) => Buffer.byteLength(JSON.stringify(m.value));
+    let outstanding: Msg[] = [];
+    let maxBytes = 0;
+    let maxCount = 0;
+    const input = read({ topics: [topic], consumer_group: `it-bytes-${runId}`, max_in_flight_bytes: limit }, (m) => {
+      outstanding.push(m);
+      const bytes = outstanding.reduce((a, o) => a + sizeOf(o), 0);
+      if (sizeOf(m) < limit) maxBytes = Math.max(maxBytes, bytes);
+      maxCount = Math.max(maxCount, outstanding.length);
+      // Acked after the input handed out what it would, not inside its loop.
+      setImmediate(() => {
+        const done = outstanding;
+        outstanding = [];
+        done.forEach((d) => d.ack.done());
+      });
+    });
+    await input.until(41);
+    // Each message is ~95 bytes: handed out while fewer than 250 bytes are in flight, so at most 3.
+    expect(maxCount).toBeLessThanOrEqual(3);
+    expect(maxBytes).toBeLessThan(limit + sizeOf(input.received[0]!));
+    for (const partition of [0, 1]) {
+      const got = input.received.filter((m) => m.meta.kafka_partition === partition).map((m) => (m.value as { i: number }).i);
+      expect(got).toEqual(Array.from({ length: partition === 0 ? 21 : 20 }, (_, i) => i));
+    }
+    await input.stop();
+  });
+
   it('never hands out more than max_in_flight unfinished messages of a partition', async () => {
     const topic = await newTopic('backpressure');
     await produceRaw(topic, Array.from({ length: 40 }, (_, i) => JSON.stringify({ i })));
