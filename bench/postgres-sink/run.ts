@@ -54,6 +54,8 @@ const { values: args } = parseArgs({
     batch: { type: 'string', default: '' },
     'max-in-flight': { type: 'string', default: '' },
     'input-in-flight': { type: 'string', default: '' },
+    'fetch-max-bytes': { type: 'string', default: '' },
+    'input-in-flight-bytes': { type: 'string', default: '' },
     'cpu-prof': { type: 'string' },
     'runner-node-args': { type: 'string', default: '' },
     out: { type: 'string' },
@@ -325,6 +327,8 @@ async function runnerPhase(phase: string, repeat: number, url: string, topic: st
   if (args['max-in-flight']) env.BENCH_MAX_IN_FLIGHT = args['max-in-flight'];
   if (args['max-in-flight']) env.BENCH_MAX_CONNECTIONS = String(Number(args['max-in-flight']) + 1);
   if (args['input-in-flight']) env.BENCH_INPUT_IN_FLIGHT = args['input-in-flight'];
+  if (args['fetch-max-bytes']) env.BENCH_FETCH_MAX_BYTES = args['fetch-max-bytes'];
+  if (args['input-in-flight-bytes']) env.BENCH_INPUT_IN_FLIGHT_BYTES = args['input-in-flight-bytes'];
   const nodeArgs: string[] = args['runner-node-args']!.split(' ').filter(Boolean);
   if (args['cpu-prof']) {
     // One folder per phase: node writes one profile per thread (the tsx loader runs in a worker).
@@ -471,7 +475,7 @@ async function main() {
     median_runner_cpu_s: med(p, (r) => r.runner_cpu_s),
   }));
   const machine = machineInfo();
-  const config = { rows: ROWS, devices: DEVICES, partitions: PARTITIONS, repeat: REPEAT, batch: args.batch || 'pipeline default', max_in_flight: args['max-in-flight'] || 'pipeline default', input_in_flight: args['input-in-flight'] || 'pipeline default', runner_node_args: args['runner-node-args'] };
+  const config = { rows: ROWS, devices: DEVICES, partitions: PARTITIONS, repeat: REPEAT, batch: args.batch || 'pipeline default', max_in_flight: args['max-in-flight'] || 'pipeline default', input_in_flight: args['input-in-flight'] || 'pipeline default', fetch_max_bytes: args['fetch-max-bytes'] || 'pipeline default', input_in_flight_bytes: args['input-in-flight-bytes'] || 'pipeline default', runner_node_args: args['runner-node-args'] };
   writeFileSync(join(OUT, 'results.json'), JSON.stringify({ machine, config, summary, results }, null, 2));
   console.log(`\n${ROWS} rows, ${PARTITIONS} partitions, ${REPEAT} repeat(s); medians; machine ${machine.nproc} cores, ${machine.mem_gib} GiB\n`);
   console.log('| phase | s | rows/s | x psql \\copy | s from spawn | peak RSS MB | runner CPU s |');

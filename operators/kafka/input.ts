@@ -82,7 +82,9 @@ function lagGauge(registry: Registry): Gauge<'pipeline' | 'component' | 'topic' 
 
 function headerStrings(headers: KafkaMessage['headers']): Headers {
   const out: Headers = {};
-  for (const [k, v] of Object.entries(headers ?? {})) {
+  if (!headers) return out;
+  for (const k in headers) {
+    const v = headers[k];
     if (v === undefined) continue;
     // A header repeated in one record: the last value wins.
     const last = Array.isArray(v) ? v[v.length - 1] : v;

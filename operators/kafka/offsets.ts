@@ -27,12 +27,21 @@ export interface CommitEntry extends TopicPartition {
 
 export const partitionKey = (topic: string, partition: number) => `${topic}\u0000${partition}`;
 
-interface Entry {
-  offset: number;
-  done: boolean;
+/** A tracked message; it is its own token (one object per message, not two). */
+class Entry implements OffsetToken {
+  done = false;
   /** Dropped by a fail or a revoke: its ack means nothing any more. */
-  dead: boolean;
-  tracker: PartitionTracker;
+  dead = false;
+  constructor(
+    readonly offset: number,
+    readonly tracker: PartitionTracker,
+  ) {}
+  get topic(): string {
+    return this.tracker.topic;
+  }
+  get partition(): number {
+    return this.tracker.partition;
+  }
 }
 
 /** A message's place in its partition's tracker; `done` / `fail` settle it. */
@@ -76,12 +85,12 @@ export class PartitionTracker {
    */
   track(offset: number): OffsetToken | null {
     if (!this.alive || offset <= this.lastTracked) return null;
-    const entry: Entry = { offset, done: false, dead: false, tracker: this };
+    const entry = new Entry(offset, this);
     this.entries.push(entry);
     this.lastTracked = offset;
     this.pending++;
     if (this.position === null) this.position = this.start = offset;
-    return tokenOf(entry, this);
+    return entry;
   }
 
   /** @internal */
@@ -144,9 +153,6 @@ export class PartitionTracker {
   }
 }
 
-function tokenOf(entry: Entry, tracker: PartitionTracker): OffsetToken & { entry: Entry } {
-  return { offset: entry.offset, topic: tracker.topic, partition: tracker.partition, entry };
-}
 
 /** Every partition's tracker; what the input uses. */
 export class OffsetTracker {
@@ -173,7 +179,7 @@ export class OffsetTracker {
 
   /** The message is done. Returns nothing; ignored for revoked partitions and dropped entries. */
   done(token: OffsetToken): void {
-    const entry = (token as OffsetToken & { entry: Entry }).entry;
+    const entry = token as Entry;
     entry.tracker.settle(entry, true);
   }
 
@@ -182,7 +188,7 @@ export class OffsetTracker {
    * token no longer counts (its partition was revoked, or an earlier failure already dropped it).
    */
   fail(token: OffsetToken): number | null {
-    const entry = (token as OffsetToken & { entry: Entry }).entry;
+    const entry = token as Entry;
     return entry.tracker.settle(entry, false);
   }
 
