@@ -5,7 +5,7 @@ import fastifyStatic from '@fastify/static';
 import fastifyWebsocket from '@fastify/websocket';
 import { Type } from '@sinclair/typebox';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { Counter, Gauge, type Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { concatMap, filter, from } from 'rxjs';
 import type { WebSocket } from 'ws';
 import { parseDuration } from '../../core/duration.ts';
@@ -87,6 +87,8 @@ interface Client {
   socket: WebSocket;
   topics: Set<string> | null;
   devices: Set<string> | null;
+  /** Same for clients that receive the same messages (they share one buffer per turn). */
+  subscription: string;
   alive: boolean;
   windowStart: number;
   windowCount: number;
@@ -98,6 +100,17 @@ interface Client {
   probed: number;
   /** Probes not answered yet, oldest first: [offset, sent at (ms)]. */
   probes: [number, number][];
+}
+
+const subscriptionKey = (topics: Iterable<string> | null, devices: Iterable<string> | null) =>
+  `${topics ? JSON.stringify([...topics].sort()) : '*'}|${devices ? JSON.stringify([...devices].sort()) : '*'}`;
+
+/** A broadcast message waiting for the end of the turn: its frame, and since when it exists (ms). */
+interface Pending {
+  topic: string;
+  device: string | undefined;
+  frame: Buffer;
+  since: number;
 }
 
 /** A message of the recent window: its value as JSON text, `size` as counted against max_bytes. */
@@ -130,6 +143,7 @@ function metrics(registry: Registry) {
     sent: get('runner_websocket_frames_sent_total', () => new Counter({ name: 'runner_websocket_frames_sent_total', help: 'Message frames sent to clients (one per message and subscribed client)', labelNames, registers: [registry] })),
     slow: get('runner_websocket_slow_disconnects_total', () => new Counter({ name: 'runner_websocket_slow_disconnects_total', help: 'Clients disconnected (close 1013) because they fell behind: slow_client.max_unread_bytes unread, a probe unanswered for slow_client.max_lag, or max_buffered_bytes unsent', labelNames, registers: [registry] })),
     recentEvicted: get('runner_websocket_recent_evicted_total', () => new Counter({ name: 'runner_websocket_recent_evicted_total', help: 'Messages dropped from the recent window before they were older than recent.window, to stay within recent.max_messages or recent.max_bytes', labelNames, registers: [registry] })),
+    age: get('runner_websocket_broadcast_age_seconds', () => new Histogram({ name: 'runner_websocket_broadcast_age_seconds', help: 'Age of a message when its frames are written to the clients\' sockets: since its Kafka timestamp, else since it entered the pipeline', labelNames, buckets: [0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30], registers: [registry] })),
     dropped: get('runner_websocket_messages_dropped_total', () => new Counter({ name: 'runner_websocket_messages_dropped_total', help: 'Message frames not sent because their client was disconnected as slow', labelNames, registers: [registry] })),
     refused: get('runner_websocket_refused_total', () => new Counter({ name: 'runner_websocket_refused_total', help: 'Connections refused or closed by the server, by reason', labelNames: [...labelNames, 'reason'], registers: [registry] })),
   };
@@ -181,7 +195,7 @@ export const websocketServer = defineOutput({
       '',
       'Protection: an optional bearer token (`auth_token`; 401 without it); at most `max_clients` connections; WebSocket pings every `heartbeat` (a client that does not answer is dropped); at most `max_client_messages` frames per second from a client (more: close 1008); and slow clients disconnected with close code 1013 (metric `runner_websocket_slow_disconnects_total`): a client that has not confirmed reading the last `slow_client.max_unread_bytes` written to it, has left a probe unanswered for `slow_client.max_lag`, or has more than `max_buffered_bytes` waiting unsent in this process. So one slow client never slows the others or grows memory.',
       '',
-      'With `static_dir`, the same port serves that folder at `/` (a dashboard). Metrics: `runner_websocket_clients`, `runner_websocket_messages_broadcast_total`, `runner_websocket_frames_sent_total`, `runner_websocket_slow_disconnects_total`, `runner_websocket_messages_dropped_total`, `runner_websocket_refused_total`.',
+      'With `static_dir`, the same port serves that folder at `/` (a dashboard). Metrics: `runner_websocket_clients`, `runner_websocket_messages_broadcast_total`, `runner_websocket_frames_sent_total`, `runner_websocket_slow_disconnects_total`, `runner_websocket_messages_dropped_total`, `runner_websocket_refused_total`, `runner_websocket_broadcast_age_seconds` (how old a message is when written to the sockets), `runner_websocket_recent_evicted_total`.',
     ].join('\n'),
     config,
     examples: [
@@ -191,7 +205,7 @@ export const websocketServer = defineOutput({
       },
     ],
     delivery:
-      'Broadcast, at most once per client: a message is done (its input may commit past it) once it has been queued for every client connected at that moment. Clients that connect later do not receive it, and a client disconnected as slow loses what was queued for it; clients that need history read it from the history API. A message whose `topic` or `device` expression fails is rejected to the dead-letter output.',
+      'Broadcast, at most once per client: a message is done (its input may commit past it) once it has been queued for the clients; its frames are written to every client connected at the end of that event-loop turn. Clients that connect later do not receive it, and a client disconnected as slow loses what was queued for it; clients that need history read it from the history API. A message whose `topic` or `device` expression fails is rejected to the dead-letter output.',
     rejects: true,
   },
   create(cfg: Cfg, ctx) {
@@ -234,7 +248,7 @@ export const websocketServer = defineOutput({
         const devices = parseList(query.devices);
         const unknown = unknownTopics(topics ?? []);
         if (unknown.length) return refuse(socket, 1008, `unknown topic ${unknown.join(', ')}; known: ${cfg.topics.join(', ')}`, 'unknown_topic');
-        const client: Client = { socket, topics: topics ? new Set(topics) : null, devices: devices ? new Set(devices) : null, alive: true, windowStart: Date.now(), windowCount: 0, written: 0, confirmed: 0, probed: 0, probes: [] };
+        const client: Client = { socket, topics: topics ? new Set(topics) : null, devices: devices ? new Set(devices) : null, subscription: subscriptionKey(topics ?? null, devices ?? null), alive: true, windowStart: Date.now(), windowCount: 0, written: 0, confirmed: 0, probed: 0, probes: [] };
         clients.add(client);
         m.clients.inc(labels);
         socket.on('pong', (data: Buffer) => {
@@ -274,6 +288,7 @@ export const websocketServer = defineOutput({
           if (bad.length) return send(socket, { type: 'error', error: `unknown topic ${bad.join(', ')}; known: ${cfg.topics.join(', ')}` });
           client.topics = t ? new Set(t) : null;
           client.devices = d ? new Set(d) : null;
+          client.subscription = subscriptionKey(client.topics, client.devices);
           send(socket, { type: 'subscribed', topics: t ?? 'all', devices: d ?? 'all' });
         });
         send(socket, { type: 'welcome', topics: cfg.topics, subscribed: { topics: topics ?? 'all', devices: devices ?? 'all' } });
@@ -349,9 +364,9 @@ export const websocketServer = defineOutput({
     const probeEvery = Math.max(1, Math.floor(maxUnread / 4));
     const maxLagMs = parseDuration(cfg.slow_client.max_lag);
     const probeIntervalMs = parseDuration(cfg.slow_client.probe_interval);
-    const disconnectSlow = (c: Client, why: string, detail: Record<string, number>) => {
+    const disconnectSlow = (c: Client, why: string, detail: Record<string, number>, dropped = 0) => {
       m.slow.inc(labels);
-      m.dropped.inc(labels);
+      if (dropped) m.dropped.inc(labels, dropped);
       clients.delete(c);
       m.clients.dec(labels);
       log.warn({ why, ...detail }, 'websocket client too slow; disconnected');
@@ -422,16 +437,46 @@ export const websocketServer = defineOutput({
     });
 
     /**
-     * Sockets corked during this turn of the event loop: the frames of every message broadcast in
-     * one turn (a Kafka batch) leave in one write per client instead of one per message and client
-     * (the system call was most of the cost per frame).
+     * The frames of this turn of the event loop (usually one Kafka batch), written at its end: each
+     * client gets the frames it subscribed to in one write, and clients with the same subscription
+     * share one buffer. Per message and client there is no work left; per client and turn, one write.
      */
-    const corked = new Set<import('node:net').Socket>();
-    let uncorkScheduled = false;
-    const uncorkAll = () => {
-      uncorkScheduled = false;
-      for (const raw of corked) raw.uncork();
-      corked.clear();
+    let turn: Pending[] = [];
+    let flushScheduled = false;
+    const flush = () => {
+      flushScheduled = false;
+      const msgs = turn;
+      turn = [];
+      if (closing || !msgs.length) return;
+      const bySubscription = new Map<string, { buf: Buffer | null; count: number }>();
+      let sent = 0;
+      for (const c of clients) {
+        if (c.socket.readyState !== c.socket.OPEN) continue;
+        let group = bySubscription.get(c.subscription);
+        if (!group) {
+          const mine = c.topics || c.devices ? msgs.filter((p) => (!c.topics || c.topics.has(p.topic)) && (!c.devices || p.device === undefined || c.devices.has(p.device))) : msgs;
+          group = { buf: mine.length === 0 ? null : mine.length === 1 ? mine[0]!.frame : Buffer.concat(mine.map((p) => p.frame)), count: mine.length };
+          bySubscription.set(c.subscription, group);
+        }
+        if (!group.buf) continue;
+        const raw = rawSocket(c.socket);
+        if (!raw) continue;
+        if (c.written - c.confirmed > maxUnread) {
+          disconnectSlow(c, 'max_unread_bytes', { unread: c.written - c.confirmed, buffered: raw.writableLength }, group.count);
+          continue;
+        }
+        if (raw.writableLength > cfg.max_buffered_bytes) {
+          disconnectSlow(c, 'max_buffered_bytes', { unread: c.written - c.confirmed, buffered: raw.writableLength }, group.count);
+          continue;
+        }
+        raw.write(group.buf);
+        c.written += group.buf.length;
+        if (c.written - c.probed >= probeEvery) probe(c, raw);
+        sent += group.count;
+      }
+      if (sent) m.sent.inc(labels, sent);
+      const now = Date.now();
+      for (const p of msgs) m.age.observe(labels, (now - p.since) / 1000);
     };
 
     const broadcast = async (msg: Msg): Promise<Msg | null> => {
@@ -460,38 +505,13 @@ export const websocketServer = defineOutput({
         trimRecent(now);
       }
       if (!clients.size || closing) return msg;
-      // The frame is serialised once, as bytes, for every client (ws would encode a string per send),
-      // and the counter is bumped once per message, not once per client.
-      let frame: Buffer | null = null;
-      let sent = 0;
-      for (const c of clients) {
-        if (c.topics && !c.topics.has(topic)) continue;
-        if (c.devices && device !== undefined && !c.devices.has(device)) continue;
-        if (c.socket.readyState !== c.socket.OPEN) continue;
-        if (c.written - c.confirmed > maxUnread) {
-          disconnectSlow(c, 'max_unread_bytes', { unread: c.written - c.confirmed, buffered: c.socket.bufferedAmount });
-          continue;
-        }
-        if (c.socket.bufferedAmount > cfg.max_buffered_bytes) {
-          disconnectSlow(c, 'max_buffered_bytes', { unread: c.written - c.confirmed, buffered: c.socket.bufferedAmount });
-          continue;
-        }
-        frame ??= textFrame(Buffer.from(`{"type":"message","topic":${JSON.stringify(topic)}${device === undefined ? '' : `,"device":${JSON.stringify(device)}`},"data":${dataJson()}}`, 'utf8'));
-        const raw = rawSocket(c.socket);
-        if (!raw) continue;
-        if (!corked.has(raw)) {
-          raw.cork();
-          corked.add(raw);
-        }
-        raw.write(frame);
-        c.written += frame.length;
-        if (c.written - c.probed >= probeEvery) probe(c, raw);
-        sent++;
-      }
-      if (sent) m.sent.inc(labels, sent);
-      if (corked.size && !uncorkScheduled) {
-        uncorkScheduled = true;
-        setImmediate(uncorkAll);
+      // The frame is serialised once, as bytes, for every client (ws would encode a string per send).
+      const frame = textFrame(Buffer.from(`{"type":"message","topic":${JSON.stringify(topic)}${device === undefined ? '' : `,"device":${JSON.stringify(device)}`},"data":${dataJson()}}`, 'utf8'));
+      const ts = Number(msg.meta.kafka_timestamp);
+      turn.push({ topic, device, frame, since: Number.isFinite(ts) && ts > 0 ? ts : msg.createdAt });
+      if (!flushScheduled) {
+        flushScheduled = true;
+        setImmediate(flush);
       }
       return msg;
     };
