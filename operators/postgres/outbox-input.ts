@@ -316,9 +316,9 @@ export const postgresOutbox = defineInput({
       wakeUp: (() => void) | null;
       /**
        * Where the next claim looks when whole windows held no free head: the id of the first row
-       * of the window to look at, or null for the oldest rows. Reset by a claim that found heads,
-       * by a window that was not full (the end of the backlog) and by a finished batch (its
-       * aggregates are free again, in the first window).
+       * of the window to look at, or null for the oldest rows. Back to null after a window that
+       * was not full (the end of the backlog) and when a batch claimed from the oldest rows
+       * finishes (its aggregates are free again, in the first window).
        */
       cursor: string | null;
       /** Windows looked at in a row without a free head (at most WALK_WINDOWS per wake-up). */
@@ -326,6 +326,8 @@ export const postgresOutbox = defineInput({
     }
     interface Batch {
       client: pg.PoolClient;
+      /** The source's cursor when the batch was claimed (null: from the oldest rows). */
+      from: string | null;
       src: SourceState;
       /** Rows still to emit per aggregate, after the one in flight. */
       chains: Map<string, Row[]>;
@@ -604,7 +606,7 @@ export const postgresOutbox = defineInput({
             metrics.deadLettered.inc(s.labels, deadN);
           }
           s.batches.delete(b);
-          s.cursor = null;
+          if (b.from === null) s.cursor = null;
           b.finish();
           wake(s);
         }
@@ -626,8 +628,8 @@ export const postgresOutbox = defineInput({
           const window = CLAIM_WINDOW_FACTOR * cfg.batch_size;
           const after = s.cursor;
           heads = (await client.query(after ? sql.claimHeadsAfter : sql.claimHeads, after ? [s.def.name, cfg.batch_size, window, after] : [s.def.name, cfg.batch_size, window])).rows;
-          if (heads.length) s.cursor = null;
-          else {
+          // Heads found: the next claim starts at the same window (null: the oldest rows) again.
+          if (!heads.length) {
             // No free head in the window: if it was full, the next claim looks at the next one.
             const end = (await client.query(sql.windowEnd, [s.def.name, window, after])).rows[0];
             s.cursor = end && end.id !== after ? (end.id as string) : null;
@@ -648,6 +650,7 @@ export const postgresOutbox = defineInput({
         let finish!: () => void;
         const b: Batch = {
           client,
+          from: s.cursor,
           src: s,
           chains: new Map(),
           outstanding: 0,
