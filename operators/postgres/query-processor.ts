@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Type } from '@sinclair/typebox';
 import type pg from 'pg';
-import { EMPTY, catchError, defer, from, mergeMap } from 'rxjs';
+import { EMPTY, Observable, catchError, defer, from, mergeMap } from 'rxjs';
 import { RunnerError, errorMessage } from '../../core/errors.ts';
 import { type Expression, type Template, compileExpression, compileTemplate } from '../../core/expression.ts';
 import { type Msg, withValue } from '../../core/message.ts';
@@ -71,6 +71,12 @@ const config = Obj({
     description:
       'With exactly one statement: send it without `BEGIN` and `COMMIT`, as a transaction of its own that PostgreSQL commits when it succeeds (one round trip instead of three). The `expect` check and `result_map` then come after the commit and cannot undo it, so use it for a statement that writes nothing when it returns no row (e.g. a function that returns no row for an unknown key) and a `result_map` that cannot fail. With `timeout`, each connection gets `statement_timeout` = the whole `timeout` once (no time left is sent per message): a statement is still cancelled (and the message rejected with `deadline passed`) only if it did not finish, so a rejection still means nothing was written, but one that started late may finish, and commit, a little after the deadline.',
   }),
+  batch_size: Type.Integer({
+    minimum: 1,
+    default: 1,
+    description:
+      'With more than 1: messages that arrive while all `max_in_flight` connections are busy wait and are then taken together, up to this many, into ONE call of the (single) statement, in one transaction: fewer commits (and one NOTIFY lock and WAL flush per batch instead of per message) under load; a message that finds a free connection still goes alone at once. Each arg is then an array with one element per message of the batch, in order (`$1::text[]`, `$2::jsonb[]`), and the statement returns rows with a `batch_index` column (1 = the first message) telling which message each row belongs to; `expect` and `result` apply per message. A row whose `error_code` column is set (NOT_FOUND or WRITE_REJECTED) rejects its message with the `error` column as the reason; the statement must then have left nothing of that message (a PL/pgSQL EXCEPTION block per message) while the others are committed. An error of the statement itself fails the whole batch (retried or rejected as one). The deadline of `timeout` is the one of the batch\'s oldest message. Default 1: one message per transaction.',
+  }),
   max_retries: Type.Integer({
     minimum: 0,
     default: 0,
@@ -113,6 +119,7 @@ function lintConfig(cfg: Cfg, schemasDir: string): LintIssue[] {
     }
     if (s.expect === 'none' && s.result) issues.push({ path: ['statements', i, 'result'], message: 'a statement with expect: none returns no rows to keep' });
   });
+  if (cfg.batch_size > 1 && cfg.statements.length !== 1) issues.push({ path: ['batch_size'], message: `a batch runs one statement with array args; there are ${cfg.statements.length} statements` });
   if (cfg.autocommit && cfg.statements.length !== 1) issues.push({ path: ['autocommit'], message: `autocommit runs one statement as its own transaction; there are ${cfg.statements.length}` });
   return issues;
 }
@@ -365,12 +372,195 @@ export const postgresQuery = defineProcessor({
       );
     };
 
+    type Outcome = { msg: Msg; value: unknown } | { msg: Msg; err: RunnerError };
+    const batchStmt = statements[0]!;
+
+    /** One transaction for a batch of messages (batch_size > 1): one call with array args. */
+    const runBatch = async (batch: Msg[], state: Attempts): Promise<Outcome[]> => {
+      if (closed) throw new RunnerError('WRITE_FAILED', 'the postgres processor is closed', { retryable: true });
+      if (!checked) await firstAttempt;
+      if (!checked) throw new RunnerError('CONNECTION_FAILED', `the postgres processor is not ready: ${notReadyReason}`, { retryable: true });
+      const outcomes: Outcome[] = [];
+      // Messages whose deadline passed, or whose args fail, are answered alone; the rest form the call.
+      const live: Msg[] = [];
+      const argRows: unknown[][] = [];
+      for (const msg of batch) {
+        if (timeoutMs > 0 && Date.now() >= msg.createdAt + timeoutMs) {
+          outcomes.push({ msg, err: deadlineError(state, 'before the transaction started') });
+          continue;
+        }
+        try {
+          const row: unknown[] = [];
+          for (const a of batchStmt.args) row.push(toParam(await a.evaluate(msg, { results: {} })));
+          live.push(msg);
+          argRows.push(row);
+        } catch (err) {
+          outcomes.push({ msg, err: err instanceof RunnerError ? err : new RunnerError('EXPRESSION_FAILED', errorMessage(err), { cause: err }) });
+        }
+      }
+      if (!live.length) return outcomes;
+      const deadline = timeoutMs > 0 ? Math.min(...live.map((m) => m.createdAt)) + timeoutMs : Number.POSITIVE_INFINITY;
+      const values = batchStmt.args.map((_, j) => argRows.map((r) => r[j]));
+      let client: pg.PoolClient;
+      try {
+        client = await pool.connect();
+      } catch (err) {
+        throw toRunnerError(err, `connecting to PostgreSQL at ${where}`);
+      }
+      let discard = false;
+      let committing = false;
+      try {
+        if (!cfg.autocommit) await client.query(timeoutMs > 0 ? `BEGIN; SET LOCAL statement_timeout = ${Math.max(1, Math.ceil(deadline - Date.now()))}` : 'BEGIN');
+        else if (timeoutMs > 0 && !limited.has(client)) {
+          await client.query(`SET statement_timeout = ${timeoutMs}`);
+          limited.add(client);
+        }
+        if (cfg.autocommit) committing = true;
+        const res = await client.query(batchStmt.sql, values);
+        committing = false;
+        const rowsOf = live.map(() => [] as Record<string, unknown>[]);
+        for (const r of res.rows as Record<string, unknown>[]) {
+          const k = Number(r.batch_index);
+          if (!Number.isInteger(k) || k < 1 || k > live.length) throw new Abort(new RunnerError('WRITE_REJECTED', `statements.0 returned a row with batch_index ${JSON.stringify(r.batch_index)}; batch_size needs 1..${live.length}`));
+          rowsOf[k - 1]!.push(plainRow(r));
+        }
+        for (const [k, msg] of live.entries()) {
+          const rows = rowsOf[k]!;
+          const failed = rows.find((r) => r.error_code != null);
+          let err: RunnerError | null = null;
+          if (failed) err = new RunnerError(failed.error_code === 'NOT_FOUND' ? 'NOT_FOUND' : 'WRITE_REJECTED', String(failed.error ?? failed.error_code));
+          else if (batchStmt.expect === 'one' && rows.length === 0) err = new RunnerError('NOT_FOUND', await batchStmt.notFound.evaluate(msg, { results: {} }).catch(() => batchStmt.not_found));
+          else if (batchStmt.expect === 'one' && rows.length > 1) err = new RunnerError('WRITE_REJECTED', `statements.0 returned ${rows.length} rows; expect: one allows exactly one`);
+          else if (batchStmt.expect === 'none' && rows.length > 0) err = new RunnerError('WRITE_REJECTED', `statements.0 returned or changed ${rows.length} rows; expect: none allows none`);
+          if (err) {
+            outcomes.push({ msg, err });
+            continue;
+          }
+          const results: Record<string, unknown> = batchStmt.result ? { [batchStmt.result]: batchStmt.expect === 'one' ? rows[0] : rows } : {};
+          try {
+            const value = resultMap ? await resultMap.evaluate(msg, { results }) : msg.value;
+            outcomes.push(value === undefined ? { msg, err: new RunnerError('EXPRESSION_FAILED', `result_map ${JSON.stringify(cfg.result_map)} produced no value`) } : { msg, value });
+          } catch (e) {
+            outcomes.push({ msg, err: e instanceof RunnerError ? e : new RunnerError('EXPRESSION_FAILED', errorMessage(e), { cause: e }) });
+          }
+        }
+        if (!cfg.autocommit) {
+          if (Date.now() >= deadline) throw new Abort(deadlineError(state, 'before COMMIT'));
+          committing = true;
+          await client.query('COMMIT');
+        }
+        return outcomes;
+      } catch (err) {
+        if (committing && !(err instanceof Abort) && !isRowError(err) && sqlStateOf(err) !== '57014') state.commitUnknown = true;
+        if (timeoutMs > 0 && sqlStateOf(err) === '57014') err = new Abort(deadlineError(state, 'while statements.0 ran (cancelled)'));
+        discard = !(err instanceof Abort || isRowError(err));
+        if (!discard && !cfg.autocommit) await client.query('ROLLBACK').catch(() => (discard = true));
+        // The whole call failed: every message of it shares the outcome.
+        const e = err instanceof Abort ? err.error : isRowError(err) ? new RunnerError('WRITE_REJECTED', `statements.0: ${toRunnerError(err, 'running statements.0').message}`, { cause: err }) : null;
+        if (e) return [...outcomes, ...live.map((msg) => ({ msg, err: e }))];
+        throw toRunnerError(err, 'running statements.0');
+      } finally {
+        client.release(discard);
+      }
+    };
+
+    const processBatch$ = (batch: Msg[]) => {
+      const state: Attempts = { commitUnknown: false };
+      return defer(() => from(runBatch(batch, state))).pipe(
+        retryWithBackoff({
+          scheduler: ctx.scheduler,
+          maxRetries: cfg.max_retries > 0 ? cfg.max_retries : undefined,
+          onRetry: (err, attempt, delayMs) => {
+            ctx.metrics.error('query');
+            const reason = errorMessage(err);
+            if (checked) setReady(false, `PostgreSQL transaction fails, retrying: ${reason}`);
+            log.warn({ err: reason, attempt, retryInMs: delayMs, batch: batch.length }, 'postgres transaction failed; retrying');
+          },
+        }),
+        mergeMap((outcomes) => {
+          if (checked) setReady(true);
+          const out: Msg[] = [];
+          for (const o of outcomes) {
+            if ('err' in o) {
+              ctx.metrics.error('rejected');
+              ctx.reject(o.msg, o.err);
+            } else out.push(withValue(o.msg, o.value));
+          }
+          return out;
+        }),
+        catchError((err) => {
+          for (const msg of batch) {
+            ctx.metrics.error('rejected');
+            ctx.reject(msg, err);
+          }
+          return EMPTY;
+        }),
+      );
+    };
+
+    /** batch_size > 1: messages wait while every connection is busy, then go together. */
+    const batched = (source: Observable<Msg>): Observable<Msg> =>
+      new Observable<Msg>((sub) => {
+        const queue: Msg[] = [];
+        let running = 0;
+        let pendingChecks = 0;
+        let sourceDone = false;
+        const finishIfDone = () => {
+          if (sourceDone && running === 0 && pendingChecks === 0 && queue.length === 0) sub.complete();
+        };
+        const pump = () => {
+          while (running < cfg.max_in_flight && queue.length) {
+            const batch = queue.splice(0, cfg.batch_size);
+            running++;
+            processBatch$(batch).subscribe({
+              next: (m) => sub.next(m),
+              error: (e) => sub.error(e),
+              complete: () => {
+                running--;
+                pump();
+                finishIfDone();
+              },
+            });
+          }
+        };
+        const take = (msg: Msg) => {
+          queue.push(msg);
+          pump();
+        };
+        const subscription = source.subscribe({
+          next: (msg) => {
+            if (!check) return take(msg);
+            pendingChecks++;
+            check.evaluate(msg).then(
+              (ok) => {
+                pendingChecks--;
+                if (ok === true) take(msg);
+                else sub.next(msg);
+                finishIfDone();
+              },
+              (err) => {
+                pendingChecks--;
+                ctx.reject(msg, err);
+                finishIfDone();
+              },
+            );
+          },
+          error: (e) => sub.error(e),
+          complete: () => {
+            sourceDone = true;
+            finishIfDone();
+          },
+        });
+        return () => subscription.unsubscribe();
+      });
+
     ctx.onClose(async () => {
       closed = true;
       cancelAll();
       await pool.end().catch((err) => log.warn({ err: safeUrl(errorMessage(err)) }, 'closing the PostgreSQL pool failed'));
     });
 
+    if (cfg.batch_size > 1) return batched;
     return (source) =>
       source.pipe(
         mergeMap((msg) => {

@@ -333,6 +333,31 @@ describe('pipelines/settings-api.yaml: Idempotency-Key', () => {
   });
 });
 
+describe('settings_patch_batch (the PATCH step with batch_size)', () => {
+  it('one call for several requests: refused ones (unknown device, reused key) leave nothing, the others commit; same device twice in order', async () => {
+    await addDevice('dev-batch-a');
+    await addDevice('dev-batch-b');
+    await db.query("SELECT settings_patch('dev-batch-b', '{\"mode\": 2}', 'batch-used')");
+    const { rows } = await db.query(
+      `SELECT batch_index, answer, error_code, error FROM settings_patch_batch($1::text[], $2::jsonb[], $3::text[])`,
+      [
+        ['dev-batch-a', 'no-such-device', 'dev-batch-b', 'dev-batch-a'],
+        [{ indoor_target_temp: 21 }, { mode: 1 }, { mode: 3 }, { indoor_target_temp: 22 }].map((b) => JSON.stringify(b)),
+        [null, 'batch-k2', 'batch-used', 'batch-k4'],
+      ],
+    );
+    expect(rows.map((r) => [r.batch_index, r.error_code])).toEqual([[1, null], [2, 'NOT_FOUND'], [3, 'WRITE_REJECTED'], [4, null]]);
+    expect(rows[1].error).toBe('device no-such-device not found');
+    expect(rows[2].error).toMatch(/Idempotency-Key batch-used was already used for another request/);
+    const a = await outboxOf('dev-batch-a');
+    expect(a.map((r) => [r.id, r.status])).toEqual([[rows[0].answer.outbox_id, 'superseded'], [rows[3].answer.outbox_id, 'pending']]);
+    expect((await settingsOf('dev-batch-a')).indoor_target_temp).toBe(22);
+    expect((await outboxOf('dev-batch-b')).map((r) => r.payload.settings)).toEqual([{ mode: 2 }]);
+    const keys = (await db.query("SELECT key FROM settings_idempotency_keys WHERE key LIKE 'batch-%' ORDER BY key")).rows.map((r) => r.key);
+    expect(keys).toEqual(['batch-k4', 'batch-used']);
+  });
+});
+
 describe('pipelines/settings-api.yaml: timeout and shutdown', () => {
   it('504 when the PATCH does not commit within its deadline, and it never takes effect later', async () => {
     const { base } = await startApi({ SETTINGS_API_DEADLINE: '300ms' });

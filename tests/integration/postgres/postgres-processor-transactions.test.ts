@@ -237,4 +237,45 @@ describe('postgres processor', () => {
 
     expect(() => postgresQuery.create(config({ statements: statements(), autocommit: true }), testContext())).toThrow(/autocommit runs one statement as its own transaction; there are 2/);
   });
+
+  it('batch_size: messages queued while the connection is busy go together into one call; per-row error_code rejects only its message', async () => {
+    await db.query(`INSERT INTO ${items} VALUES ('f', 5, NULL), ('g', 5, NULL), ('h', 5, NULL) ON CONFLICT (id) DO UPDATE SET qty = 5`);
+    const sql = `WITH req AS (SELECT * FROM unnest($1::text[], $2::int[]) WITH ORDINALITY AS r(item, take, batch_index)),
+                      upd AS (UPDATE ${items} i SET qty = i.qty - req.take FROM req WHERE i.id = req.item RETURNING i.id, i.qty, req.batch_index)
+                 SELECT req.batch_index, upd.qty, txid_current()::text AS tx,
+                        CASE WHEN upd.id IS NULL THEN 'NOT_FOUND' END AS error_code, CASE WHEN upd.id IS NULL THEN 'no item ' || req.item END AS error
+                   FROM req LEFT JOIN upd USING (batch_index)`;
+    const locker = await connect();
+    await locker.query('BEGIN');
+    await locker.query(`SELECT 1 FROM ${items} WHERE id = 'f' FOR UPDATE`);
+    const ctx = testContext();
+    const source = new Subject<Msg>();
+    const out: Msg[] = [];
+    const done = new Promise<void>((resolve) =>
+      postgresQuery
+        .create(config({ statements: [{ sql, args: ['item', 'take'], expect: 'one', result: 'row' }], batch_size: 8, max_in_flight: 1, autocommit: true, result_map: '$results.row' }), ctx)(source)
+        .subscribe({ next: (m) => out.push(m), complete: resolve }),
+    );
+    try {
+      source.next(createMsg({ item: 'f', take: 1 })); // takes the only connection and waits for the lock
+      await vi.waitFor(async () => {
+        const { rows } = await db.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'WITH req AS%'`);
+        expect(rows[0].n).toBe(1);
+      });
+      // These three wait in the processor until the first call is done, then go as ONE call.
+      for (const m of [{ item: 'g', take: 2 }, { item: 'nope', take: 1 }, { item: 'h', take: 3 }]) source.next(createMsg(m));
+    } finally {
+      await locker.query('COMMIT');
+      await locker.end();
+    }
+    source.complete();
+    await done;
+    await ctx.close();
+    const byItem = Object.fromEntries(out.map((m) => [(m.value as { qty: number }).qty, m.value as { tx: string }]));
+    expect(Object.keys(byItem).map(Number).sort()).toEqual([2, 3, 4]);
+    expect(byItem[3]!.tx).toBe(byItem[2]!.tx); // g and h in one transaction
+    expect(byItem[4]!.tx).not.toBe(byItem[3]!.tx); // f alone before them
+    expect(ctx.rejected.map((r) => [(r.err as RunnerError).code, (r.err as RunnerError).message])).toEqual([['NOT_FOUND', 'no item nope']]);
+    expect([await qtyOf('f'), await qtyOf('g'), await qtyOf('h')]).toEqual([4, 3, 2]);
+  });
 });
