@@ -35,6 +35,8 @@
  *               latency phase.
  *               --api-pg-in-flight N runs a copy of settings-api.yaml whose postgres steps have
  *               max_in_flight N instead of the shipped 4 (exploration; the results say so).
+ *               --patch-batch N sets SETTINGS_API_PATCH_BATCH (the PATCH step's batch_size;
+ *               shipped 32; 1 = one PATCH per transaction, as before session 4) in both phases.
  *               --keys sends an Idempotency-Key (a new UUID) with every PATCH of both phases, so
  *               that the key table is written too.
  *
@@ -72,6 +74,7 @@ const { values: args } = parseArgs({
     'api-pg-in-flight': { type: 'string', default: '' },
     'dispatch-poll': { type: 'string', default: '' },
     keys: { type: 'boolean', default: false },
+    'patch-batch': { type: 'string', default: '' },
     out: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -367,7 +370,7 @@ async function main() {
   const id = `bench${uniqueId()}`;
   const results: Record<string, unknown> = {};
   const machine = machineInfo();
-  const config = { keys: args.keys, dispatch_poll: args['dispatch-poll'] || 'shipped (1s)', api_pg_in_flight: args['api-pg-in-flight'] || 'shipped (4)', devices: DEVICES, commands: COMMANDS, rate: RATE, poll_ms: POLL_MS, clients: CLIENTS, duration_s: DURATION_S, warmup_s: WARMUP_S, sim_rate: Number(args['sim-rate']) };
+  const config = { keys: args.keys, patch_batch: args['patch-batch'] || 'shipped (32)', dispatch_poll: args['dispatch-poll'] || 'shipped (1s)', api_pg_in_flight: args['api-pg-in-flight'] || 'shipped (4)', devices: DEVICES, commands: COMMANDS, rate: RATE, poll_ms: POLL_MS, clients: CLIENTS, duration_s: DURATION_S, warmup_s: WARMUP_S, sim_rate: Number(args['sim-rate']) };
   log(`machine ${machine.nproc} cores (${machine.cpu}), ${machine.mem_gib} GiB, node ${machine.node}; ${uptime()}`);
 
   const db = await createTestDatabase('bench_cmdloop');
@@ -393,6 +396,7 @@ async function main() {
         [join(ROOT, 'pipelines/settings-api.yaml'), join(ROOT, 'pipelines/command-dispatch.yaml'), confirm.file, bridge.file],
         {
           HEATPUMP_SETTINGS_DATABASE_URL: db.url,
+          ...(args['patch-batch'] ? { SETTINGS_API_PATCH_BATCH: args['patch-batch'] } : {}),
           SETTINGS_API_PORT: '0',
           SETTINGS_API_ADDRESS: '127.0.0.1',
           COMMAND_TOPIC_PREFIX: bridge.mqttPrefix,
@@ -452,6 +456,7 @@ async function main() {
       }
       const started = await startApi('api', [apiFile], {
         HEATPUMP_SETTINGS_DATABASE_URL: db.url,
+        ...(args['patch-batch'] ? { SETTINGS_API_PATCH_BATCH: args['patch-batch'] } : {}),
         SETTINGS_API_PORT: '0',
         SETTINGS_API_ADDRESS: '127.0.0.1',
       });
