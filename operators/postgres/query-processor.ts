@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Type } from '@sinclair/typebox';
 import type pg from 'pg';
-import { EMPTY, Observable, catchError, defer, from, mergeMap } from 'rxjs';
+import { EMPTY, Observable, type Subscription, catchError, defer, from, mergeMap } from 'rxjs';
 import { RunnerError, errorMessage } from '../../core/errors.ts';
 import { type Expression, type Template, compileExpression, compileTemplate } from '../../core/expression.ts';
 import { type Msg, withValue } from '../../core/message.ts';
@@ -502,6 +502,7 @@ export const postgresQuery = defineProcessor({
     const batched = (source: Observable<Msg>): Observable<Msg> =>
       new Observable<Msg>((sub) => {
         const queue: Msg[] = [];
+        const inner = new Set<Subscription>();
         let running = 0;
         let pendingChecks = 0;
         let sourceDone = false;
@@ -512,15 +513,18 @@ export const postgresQuery = defineProcessor({
           while (running < cfg.max_in_flight && queue.length) {
             const batch = queue.splice(0, cfg.batch_size);
             running++;
-            processBatch$(batch).subscribe({
+            let s: Subscription | undefined;
+            s = processBatch$(batch).subscribe({
               next: (m) => sub.next(m),
               error: (e) => sub.error(e),
               complete: () => {
                 running--;
+                if (s) inner.delete(s);
                 pump();
                 finishIfDone();
               },
             });
+            if (!s.closed) inner.add(s);
           }
         };
         const take = (msg: Msg) => {
@@ -551,7 +555,10 @@ export const postgresQuery = defineProcessor({
             finishIfDone();
           },
         });
-        return () => subscription.unsubscribe();
+        return () => {
+          subscription.unsubscribe();
+          for (const s of inner) s.unsubscribe();
+        };
       });
 
     ctx.onClose(async () => {
