@@ -29,6 +29,11 @@
  *             at 200 msg/s). They should be disconnected as slow (close 1013; the runner's log says
  *             which rule and when) without the others' latency moving.
  *
+ *   recent    (not run by default) no clients; --recent-messages (default 200,000) heat-pump messages
+ *             produced as fast as Kafka takes them, then GET /api/v1/heatpump/realtime/last-hour
+ *             once: the runner's RSS with its recent window full (recent.max_bytes) and while it
+ *             answers, messages kept and evicted.
+ *
  * RUNNER_NODE_ARGS adds node flags to the runner, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`.
  *
  * Output: a Markdown table on stdout, a log on stderr, results.json and the runner's log under the
@@ -51,7 +56,7 @@ import { cpuSeconds as procCpuSeconds, machineInfo, machineTicks, rssMb } from '
 
 const SELF = fileURLToPath(import.meta.url);
 const ROOT = resolve(dirname(SELF), '..', '..');
-const ALL_PHASES = ['healthy', 'slow'];
+const ALL_PHASES = ['healthy', 'slow', 'recent'];
 const HIST_MS = 120_000;
 
 const { values: args } = parseArgs({
@@ -61,9 +66,10 @@ const { values: args } = parseArgs({
     duration: { type: 'string', default: '40s' },
     devices: { type: 'string', default: '50' },
     'client-procs': { type: 'string', default: '4' },
-    phases: { type: 'string', default: ALL_PHASES.join(',') },
+    phases: { type: 'string', default: 'healthy,slow' },
     'slow-clients': { type: 'string', default: '10' },
     'trickle-bytes': { type: 'string', default: '2048' },
+    'recent-messages': { type: 'string', default: '200000' },
     out: { type: 'string' },
     // worker mode (internal)
     worker: { type: 'boolean', default: false },
@@ -196,7 +202,7 @@ async function scrape(port: number): Promise<Record<string, number> | null> {
     for (const line of text.split('\n')) {
       if (!line.startsWith('runner_websocket_')) continue;
       const name = line.slice('runner_websocket_'.length, line.search(/[{ ]/));
-      const reason = /reason="([^"]*)"/.exec(line)?.[1];
+      const reason = /(?:reason|le)="([^"]*)"/.exec(line)?.[1];
       const key = reason ? `${name}:${reason}` : name;
       out[key] = (out[key] ?? 0) + Number(line.split(' ').pop());
     }
@@ -225,6 +231,16 @@ async function stopChild(child: ChildProcess, ms = 20_000): Promise<void> {
   clearTimeout(t);
 }
 
+/** From runner_websocket_broadcast_age_seconds: the bucket (upper bound, ms) holding quantile q of the phase. */
+function ageQuantile(before: Record<string, number>, after: Record<string, number>, q: number): number {
+  const les = Object.keys(after).filter((k) => k.startsWith('broadcast_age_seconds_bucket:')).map((k) => k.slice('broadcast_age_seconds_bucket:'.length));
+  const at = (le: string) => (after[`broadcast_age_seconds_bucket:${le}`] ?? 0) - (before[`broadcast_age_seconds_bucket:${le}`] ?? 0);
+  const sorted = les.filter((le) => le !== '+Inf').sort((a, b) => Number(a) - Number(b));
+  const total = at('+Inf');
+  for (const le of sorted) if (at(le) >= total * q) return Math.round(Number(le) * 1000);
+  return Infinity;
+}
+
 const percentile = (hist: Float64Array, total: number, q: number): number => {
   const want = Math.ceil(total * q);
   let seen = 0;
@@ -250,6 +266,8 @@ interface PhaseResult {
   per_client_min: number;
   per_client_max: number;
   latency_ms: { p50: number; p90: number; p99: number; p999: number; max: number };
+  /** The runner's share: a message's age when written to the sockets (histogram bucket bounds, ms). */
+  runner_age_ms: { p50: number; p99: number };
   runner_peak_rss_mb: number;
   runner_rss_before_mb: number;
   runner_cpu_pct: number;
@@ -501,6 +519,7 @@ async function phase(name: string, id: string, out: string, admin: kafkajs.Admin
         p999: percentile(hist, inHist, 0.999),
         max,
       },
+      runner_age_ms: { p50: ageQuantile(before ?? {}, metrics, 0.5), p99: ageQuantile(before ?? {}, metrics, 0.99) },
       runner_peak_rss_mb: Math.round(peak),
       runner_rss_before_mb: Math.round(rssBefore),
       runner_cpu_pct: Math.round((cpu / wall) * 100),
@@ -528,6 +547,109 @@ async function phase(name: string, id: string, out: string, admin: kafkajs.Admin
 }
 
 // ---------------------------------------------------------------------------------------------
+// The recent window: memory with it full, and while answering the last hour.
+// ---------------------------------------------------------------------------------------------
+async function recentPhase(id: string, out: string, admin: kafkajs.Admin, kafka: kafkajs.Kafka) {
+  const name = 'recent';
+  const N = Number(args['recent-messages']);
+  const DEVICES = Number(args.devices);
+  const topicOf = (t: string) => `bench-wsfan-${id}-${name}-${t}`;
+  const hpTopic = topicOf('heatpump-realtime');
+  await createTopicsReady(admin, [
+    { topic: hpTopic, numPartitions: 3, replicationFactor: 1 },
+    { topic: topicOf('energy-realtime'), numPartitions: 1, replicationFactor: 1 },
+    { topic: topicOf('dead-letter'), numPartitions: 1, replicationFactor: 1 },
+  ]);
+  const doc = parseDocument(readFileSync(join(ROOT, 'pipelines', 'realtime-fanout.yaml'), 'utf8'));
+  const recentPath = String(doc.getIn(['output', 'websocket_server', 'recent', 'path']));
+  doc.setIn(['input', 'kafka', 'topics'], [hpTopic, topicOf('energy-realtime')]);
+  doc.setIn(['output', 'websocket_server', 'topics'], [hpTopic, topicOf('energy-realtime')]);
+  doc.setIn(['dead_letter', 'kafka', 'topic'], topicOf('dead-letter'));
+  const file = join(out, `realtime-fanout-${name}.yaml`);
+  writeFileSync(file, doc.toString({ lineWidth: 0 }));
+  const httpPort = await freePort();
+  const runnerLog = join(out, `runner-${name}.log`);
+  const logStream = createWriteStream(runnerLog);
+  const nodeArgs = (process.env.RUNNER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+  const runner = spawn(process.execPath, [...nodeArgs, join(ROOT, 'bin', 'runner.mjs'), 'start', file], {
+    cwd: ROOT,
+    env: { ...process.env, RUNNER_HTTP_PORT: String(httpPort), RUNNER_HTTP_HOST: '127.0.0.1', REALTIME_PORT: '0', REALTIME_HOST: '127.0.0.1', REALTIME_GROUP: `bench-wsfan-${id}-${name}`, LOG_LEVEL: 'info' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  runner.stdout!.pipe(logStream);
+  let wsPort = 0;
+  runner.stderr!.setEncoding('utf8');
+  runner.stderr!.on('data', (chunk: string) => {
+    logStream.write(chunk);
+    const m = /"msg":"websocket server listening"/.test(chunk) ? /"port":(\d+)/.exec(chunk) : null;
+    if (m) wsPort = Number(m[1]);
+  });
+  const pid = runner.pid!;
+  const producer = kafka.producer({ allowAutoTopicCreation: false, createPartitioner: kafkajs.Partitioners.DefaultPartitioner });
+  try {
+    const deadline = Date.now() + 60_000;
+    while (!wsPort || !(await isReady(httpPort))) {
+      if (runner.exitCode !== null) throw new Error(`the runner exited with ${runner.exitCode}; see ${runnerLog}`);
+      if (Date.now() > deadline) throw new Error(`the runner was not ready within 60 s; see ${runnerLog}`);
+      await sleep(200);
+    }
+    await producer.connect();
+    const rssIdle = rssMb(pid) ?? 0;
+    let peak = 0;
+    const timer = setInterval(() => (peak = Math.max(peak, rssMb(pid) ?? 0)), 100);
+    log(`${name}: producing ${N} messages`);
+    for (let sent = 0; sent < N; ) {
+      const messages = [];
+      for (let k = 0; k < 2000 && sent < N; k++, sent++) {
+        const ts = Date.now();
+        const device_id = `device-${String((sent % DEVICES) + 1).padStart(3, '0')}`;
+        const v = { device_id, timestamp: Math.floor(ts / 1000), d0: +(5 + 6 * Math.sin(sent / 500)).toFixed(1), d1: 21.1, d2: 48.6, d3: 47, d4: 1, d5: 35, d6: 30.5, d7: 13.7, d8: 1432, d9: 5210, d10: 1, d11: 64, d12: 19416, indoor_target_temp: 21.5, mode: 1, hot_water_target_temp: 50, heating_curve: 0.6, heating_curve_offset: 0, eco_mode: false, bench_seq: sent, bench_ts: ts };
+        messages.push({ key: device_id, value: JSON.stringify(v), timestamp: String(ts) });
+      }
+      await producer.send({ topic: hpTopic, messages, acks: 1 });
+    }
+    let metrics: Record<string, number> = {};
+    const until = Date.now() + 120_000;
+    while ((metrics.messages_broadcast_total ?? 0) < N && Date.now() < until) {
+      await sleep(500);
+      metrics = (await scrape(httpPort)) ?? metrics;
+    }
+    await sleep(3000);
+    const fullPeak = peak;
+    const rssFull = rssMb(pid) ?? 0;
+    peak = 0;
+    const t0 = Date.now();
+    const res = await fetch(`http://127.0.0.1:${wsPort}${recentPath}?topic=${hpTopic}`);
+    const body = await res.text();
+    const ms = Date.now() - t0;
+    await sleep(500);
+    clearInterval(timer);
+    const kept = (JSON.parse(body) as { messages: unknown[] }).messages.length;
+    metrics = (await scrape(httpPort)) ?? metrics;
+    return {
+      phase: name,
+      produced: N,
+      broadcast: metrics.messages_broadcast_total ?? 0,
+      kept,
+      evicted: metrics.recent_evicted_total ?? 0,
+      answer_mb: +(body.length / 1e6).toFixed(1),
+      answer_ms: ms,
+      runner_rss_idle_mb: Math.round(rssIdle),
+      runner_peak_rss_filling_mb: Math.round(fullPeak),
+      runner_rss_full_mb: Math.round(rssFull),
+      runner_peak_rss_answering_mb: Math.round(peak),
+      runner_log: runnerLog,
+    };
+  } finally {
+    await producer.disconnect().catch(() => undefined);
+    await stopChild(runner);
+    logStream.end();
+    await admin.deleteTopics({ topics: ['heatpump-realtime', 'energy-realtime', 'dead-letter'].map(topicOf) }).catch((e) => log(`deleting topics failed: ${e}`));
+    await admin.deleteGroups([`bench-wsfan-${id}-${name}`]).catch(() => undefined);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Main
 // ---------------------------------------------------------------------------------------------
 async function main() {
@@ -542,11 +664,19 @@ async function main() {
   const admin = kafka.admin();
   await admin.connect();
   const results: PhaseResult[] = [];
+  const recentResults: Awaited<ReturnType<typeof recentPhase>>[] = [];
   const machine = machineInfo();
   const config = { clients: Number(args.clients), rate: Number(args.rate), duration: args.duration, devices: Number(args.devices), client_procs: Number(args['client-procs']) };
   try {
     for (const p of phases) {
       log(`phase ${p} ...`);
+      if (p === 'recent') {
+        const r = await recentPhase(id, out, admin, kafka);
+        recentResults.push(r);
+        log(`${p}: ${JSON.stringify(r)}`);
+        writeFileSync(join(out, 'results.json'), JSON.stringify({ machine, config, results, recent: recentResults }, null, 2));
+        continue;
+      }
       const r = await phase(p, id, out, admin, kafka);
       results.push(r);
       log(`${p}: ${JSON.stringify({ ...r, runner_log: undefined })}`);
@@ -557,15 +687,18 @@ async function main() {
   }
   const f = (x: number) => (Number.isFinite(x) ? x.toLocaleString('en-US') : '-');
   console.log(`\n${config.clients} clients, ${config.rate} msg/s for ${config.duration}, ${config.client_procs} client processes; machine ${machine.nproc} cores, ${machine.mem_gib} GiB, Node ${machine.node}\n`);
-  console.log('| phase | msg produced | broadcast by the runner | frames received / expected | per client min-max | latency p50 / p99 / max ms | runner peak RSS | runner CPU | clients CPU | machine busy | load 1m | slow disconnects / dropped | slow client |');
-  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+  console.log('| phase | msg produced | broadcast by the runner | frames received / expected | per client min-max | latency p50 / p99 / max ms | age at write p50 / p99 ms (runner) | runner peak RSS | runner CPU | clients CPU | machine busy | load 1m | slow disconnects / dropped | slow client |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const r of results) {
     const pct = ((r.frames_received / r.frames_expected) * 100).toFixed(2);
     console.log(
-      `| ${r.phase} | ${f(r.produced)} (${r.rate.toFixed(0)}/s) | ${f(r.metrics.messages_broadcast_total ?? NaN)} | ${f(r.frames_received)} / ${f(r.frames_expected)} (${pct} %) | ${r.per_client_min}-${r.per_client_max} | ${r.latency_ms.p50} / ${r.latency_ms.p99} / ${r.latency_ms.max} | ${r.runner_peak_rss_mb} MB (${r.runner_rss_before_mb} before) | ${r.runner_cpu_pct} % | ${r.clients_cpu_pct} % | ${r.machine_busy_pct} % | ${Math.min(...r.load_1m)}-${Math.max(...r.load_1m)} | ${r.metrics.slow_disconnects_total ?? 0} / ${r.metrics.messages_dropped_total ?? 0} | ${r.slow_client ? r.slow_client.how : '-'} |`,
+      `| ${r.phase} | ${f(r.produced)} (${r.rate.toFixed(0)}/s) | ${f(r.metrics.messages_broadcast_total ?? NaN)} | ${f(r.frames_received)} / ${f(r.frames_expected)} (${pct} %) | ${r.per_client_min}-${r.per_client_max} | ${r.latency_ms.p50} / ${r.latency_ms.p99} / ${r.latency_ms.max} | <= ${r.runner_age_ms.p50} / <= ${r.runner_age_ms.p99} | ${r.runner_peak_rss_mb} MB (${r.runner_rss_before_mb} before) | ${r.runner_cpu_pct} % | ${r.clients_cpu_pct} % | ${r.machine_busy_pct} % | ${Math.min(...r.load_1m)}-${Math.max(...r.load_1m)} | ${r.metrics.slow_disconnects_total ?? 0} / ${r.metrics.messages_dropped_total ?? 0} | ${r.slow_client ? r.slow_client.how : '-'} |`,
     );
   }
   for (const r of results) console.log(`${r.phase}: /metrics scrapes ok ${r.metrics_scrapes.ok}, failed ${r.metrics_scrapes.failed}, slowest ${r.metrics_scrapes.slowestMs} ms; client closes ${JSON.stringify(r.worker_closes)}; refused ${JSON.stringify(Object.fromEntries(Object.entries(r.metrics).filter(([k]) => k.startsWith('refused'))))}`);
+  for (const r of recentResults) {
+    console.log(`\nrecent: ${f(r.produced)} messages, ${f(r.kept)} kept in the window, ${f(r.evicted)} evicted; runner RSS ${r.runner_rss_idle_mb} MB idle, peak ${r.runner_peak_rss_filling_mb} MB filling, ${r.runner_rss_full_mb} MB full, peak ${r.runner_peak_rss_answering_mb} MB answering GET (${r.answer_mb} MB in ${r.answer_ms} ms)`);
+  }
   console.log(`\nresults: ${join(out, 'results.json')}`);
 }
 
