@@ -268,6 +268,8 @@ interface PhaseResult {
   latency_ms: { p50: number; p90: number; p99: number; p999: number; max: number };
   /** The runner's share: a message's age when written to the sockets (histogram bucket bounds, ms). */
   runner_age_ms: { p50: number; p99: number };
+  /** The producer's share: produce request to Kafka's acknowledgement (acks 1), ms. */
+  produce_ack_ms: { p50: number; p99: number };
   runner_peak_rss_mb: number;
   runner_rss_before_mb: number;
   runner_cpu_pct: number;
@@ -426,6 +428,8 @@ async function phase(name: string, id: string, out: string, admin: kafkajs.Admin
     const started = Date.now();
     let produced = 0;
     const sends: Promise<unknown>[] = [];
+    /** How long each produce request took to be acknowledged by Kafka (acks 1). */
+    const ackMs: number[] = [];
     while (Date.now() - started < DURATION_MS) {
       const due = Math.floor(((Date.now() - started) * RATE) / 1000);
       if (due > produced) {
@@ -446,7 +450,8 @@ async function phase(name: string, id: string, out: string, admin: kafkajs.Admin
           };
           messages.push({ key: device_id, value: JSON.stringify(v), timestamp: String(ts) });
         }
-        sends.push(producer.send({ topic: hpTopic, messages, acks: 1 }));
+        const t0 = Date.now();
+        sends.push(producer.send({ topic: hpTopic, messages, acks: 1 }).then(() => ackMs.push(Date.now() - t0)));
       }
       await sleep(10);
     }
@@ -519,6 +524,10 @@ async function phase(name: string, id: string, out: string, admin: kafkajs.Admin
         p999: percentile(hist, inHist, 0.999),
         max,
       },
+      produce_ack_ms: (() => {
+        const a = [...ackMs].sort((x, y) => x - y);
+        return { p50: a[Math.floor(a.length * 0.5)] ?? NaN, p99: a[Math.floor(a.length * 0.99)] ?? NaN };
+      })(),
       runner_age_ms: { p50: ageQuantile(before ?? {}, metrics, 0.5), p99: ageQuantile(before ?? {}, metrics, 0.99) },
       runner_peak_rss_mb: Math.round(peak),
       runner_rss_before_mb: Math.round(rssBefore),
@@ -695,6 +704,7 @@ async function main() {
       `| ${r.phase} | ${f(r.produced)} (${r.rate.toFixed(0)}/s) | ${f(r.metrics.messages_broadcast_total ?? NaN)} | ${f(r.frames_received)} / ${f(r.frames_expected)} (${pct} %) | ${r.per_client_min}-${r.per_client_max} | ${r.latency_ms.p50} / ${r.latency_ms.p99} / ${r.latency_ms.max} | <= ${r.runner_age_ms.p50} / <= ${r.runner_age_ms.p99} | ${r.runner_peak_rss_mb} MB (${r.runner_rss_before_mb} before) | ${r.runner_cpu_pct} % | ${r.clients_cpu_pct} % | ${r.machine_busy_pct} % | ${Math.min(...r.load_1m)}-${Math.max(...r.load_1m)} | ${r.metrics.slow_disconnects_total ?? 0} / ${r.metrics.messages_dropped_total ?? 0} | ${r.slow_client ? r.slow_client.how : '-'} |`,
     );
   }
+  for (const r of results) console.log(`${r.phase}: produce request acknowledged p50 ${r.produce_ack_ms.p50} ms, p99 ${r.produce_ack_ms.p99} ms`);
   for (const r of results) console.log(`${r.phase}: /metrics scrapes ok ${r.metrics_scrapes.ok}, failed ${r.metrics_scrapes.failed}, slowest ${r.metrics_scrapes.slowestMs} ms; client closes ${JSON.stringify(r.worker_closes)}; refused ${JSON.stringify(Object.fromEntries(Object.entries(r.metrics).filter(([k]) => k.startsWith('refused'))))}`);
   for (const r of recentResults) {
     console.log(`\nrecent: ${f(r.produced)} messages, ${f(r.kept)} kept in the window, ${f(r.evicted)} evicted; runner RSS ${r.runner_rss_idle_mb} MB idle, peak ${r.runner_peak_rss_filling_mb} MB filling, ${r.runner_rss_full_mb} MB full, peak ${r.runner_peak_rss_answering_mb} MB answering GET (${r.answer_mb} MB in ${r.answer_ms} ms)`);
