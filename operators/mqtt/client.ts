@@ -60,7 +60,7 @@ export const connectionFields = {
     description:
       'MQTT protocol version: 5 (the default; receive maximum, session expiry, user properties and reason codes) or 4 (MQTT 3.1.1, for brokers without MQTT 5).',
   }),
-  keepalive: Duration('Keepalive interval: a PINGREQ is sent when nothing else was, and the connection counts as dead after 1.5 intervals without an answer.', '30s'),
+  keepalive: Duration('Keepalive interval: a PINGREQ is sent when nothing else was for a while, and the connection counts as dead after 1.5 intervals without an answer (for the mqtt input, a message it handles counts as an answer: it may read far behind the broker\'s PINGRESP).', '30s'),
   connect_timeout: Duration('How long a connection attempt waits for the broker\'s CONNACK.', '10s'),
   reconnect: Obj(
     {

@@ -8,6 +8,7 @@ import { type LintIssue, defineInput } from '../../core/operator.ts';
 import { DEFAULT_BACKOFF, backoffDelay } from '../../core/retry.ts';
 import { Duration, Obj } from '../../core/schema.ts';
 import { type AckSender, type Delivery, OrderedAcks } from './acks.ts';
+import { InboundKeepalive } from './keepalive.ts';
 import { type MqttLink, connectMqtt, connectionFields, describeBrokers, lintConnection } from './client.ts';
 import { parseTopicPattern, topicFilterProblem, topicMatches, topicMetadata, type TopicPattern } from './topics.ts';
 
@@ -130,6 +131,7 @@ export const mqttInput = defineInput({
     let closed = false;
     let nackTimer: { unsubscribe(): void } | null = null;
     let subscribeTimer: { unsubscribe(): void } | null = null;
+    let keepaliveTimer: { unsubscribe(): void } | null = null;
     let flushAcks: () => void = () => undefined;
 
     let ready: { ok: boolean; reason?: string } | null = null;
@@ -146,6 +148,7 @@ export const mqttInput = defineInput({
       closed = true;
       nackTimer?.unsubscribe();
       subscribeTimer?.unsubscribe();
+      keepaliveTimer?.unsubscribe();
       await link?.end();
     });
 
@@ -174,6 +177,7 @@ export const mqttInput = defineInput({
       };
       const policy = { ...DEFAULT_BACKOFF, initialMs: Math.max(1, parseDuration(cfg.reconnect.min)), maxMs: Math.max(1, parseDuration(cfg.reconnect.max)) };
 
+      let keepalive: InboundKeepalive | null = null;
       // PUBACK/PUBREC go out only from here, in order, once messages are done (see acks.ts).
       let sendAck: AckSender = () => undefined;
       const acks = new OrderedAcks((messageId, qos) => sendAck(messageId, qos));
@@ -184,6 +188,7 @@ export const mqttInput = defineInput({
 
       const onConnect = (connack: IConnackPacket) => {
         if (closed) return;
+        keepalive?.connected();
         const sessionPresent = Boolean(connack.sessionPresent) && !cfg.clean_session;
         if (!sessionPresent) acks.sessionLost();
         if (!cfg.clean_session && !connack.sessionPresent && subscribed) {
@@ -253,10 +258,35 @@ export const mqttInput = defineInput({
       if (typeof internals._sendPacket !== 'function' || typeof internals.handleMessage !== 'function') {
         throw new RunnerError('INTERNAL', 'this mqtt.js version has no _sendPacket/handleMessage: acknowledging after done is not possible');
       }
+      if (typeof internals.reschedulePing !== 'function' || typeof internals.sendPing !== 'function') {
+        throw new RunnerError('INTERNAL', 'this mqtt.js version has no reschedulePing/sendPing: the keepalive of a reading input cannot be kept');
+      }
+
+      // A handled PUBLISH proves the connection alive; a PINGREQ keeps the broker's side (keepalive.ts).
+      const keepaliveMs = parseDuration(cfg.keepalive);
+      if (keepaliveMs > 0) {
+        keepalive = new InboundKeepalive(keepaliveMs, () => ctx.scheduler.now(), {
+          proveAlive: () => {
+            if (client.connected) internals.reschedulePing(true);
+          },
+          ping: () => {
+            if (client.connected) internals.sendPing();
+          },
+        });
+        const ka = keepalive;
+        const tick = () => {
+          if (closed) return;
+          if (client.connected) ka.tick();
+          keepaliveTimer = ctx.scheduler.schedule(tick, ka.tickEveryMs);
+        };
+        keepaliveTimer = ctx.scheduler.schedule(tick, ka.tickEveryMs);
+      }
 
       const send = internals._sendPacket.bind(client);
       sendAck = (messageId, qos) => {
-        if (client.connected) send({ cmd: qos === 1 ? 'puback' : 'pubrec', messageId, reasonCode: 0 });
+        if (!client.connected) return;
+        keepalive?.sent();
+        send({ cmd: qos === 1 ? 'puback' : 'pubrec', messageId, reasonCode: 0 });
       };
       flushAcks = () => acks.flush();
       // Holding one of mqtt.js's packet callbacks stops it from reading further packets: that is the
@@ -275,6 +305,7 @@ export const mqttInput = defineInput({
       // acknowledgements (calling their callbacks, so it goes on reading). Everything else passes.
       internals._sendPacket = (packet, cb, ...rest) => {
         if (packet.cmd === 'puback' || packet.cmd === 'pubrec') return whenRoom(() => cb?.(), qos12Limit);
+        keepalive?.sent();
         return send(packet, cb, ...rest);
       };
       // Called by mqtt.js for a QoS 0 or 1 PUBLISH after the 'packetreceive' event that handed it
@@ -361,6 +392,7 @@ export const mqttInput = defineInput({
       };
 
       client.on('packetreceive', (p) => {
+        keepalive?.received();
         if (p.cmd !== 'publish' || closed) return;
         const packet = p as IPublishPacket;
         if (packet.qos === 0) {
@@ -398,6 +430,8 @@ export const mqttInput = defineInput({
 interface Internals {
   _sendPacket(packet: { cmd: string; messageId?: number; reasonCode?: number }, cb?: (err?: Error) => void, ...rest: unknown[]): void;
   handleMessage(packet: IPublishPacket, cb: (err?: Error) => void): void;
+  reschedulePing(force?: boolean): void;
+  sendPing(): void;
 }
 
 const SUBACK_REASONS: Record<number, string> = {
