@@ -151,8 +151,17 @@ try {
     const during = samples.slice(Math.max(0, samples.findIndex((x) => x.ok)));
     for (const x of during) {
       if (x.ok) continue;
-      // The reason without its numbers ("no poll completed for 3.1 s" -> "no poll completed for N s").
-      const key = x.reason.replace(/[0-9]+(\.[0-9]+)?/g, 'N').slice(0, 300);
+      // The components' reasons without their numbers ("... for 3.1 s" -> "... for N s").
+      let text = x.reason;
+      try {
+        const body = JSON.parse(x.reason) as { pipelines?: Record<string, { components?: Record<string, { ready: boolean; reason?: string }> }> };
+        text = Object.values(body.pipelines ?? {})
+          .flatMap((p) => Object.entries(p.components ?? {}).filter(([, c]) => !c.ready).map(([name, c]) => `${name}: ${c.reason ?? 'not ready'}`))
+          .join('; ');
+      } catch {
+        // not JSON: kept as it is
+      }
+      const key = text.replace(/[0-9]+(\.[0-9]+)?/g, 'N').slice(0, 300);
       reasons.set(key, (reasons.get(key) ?? 0) + 1);
     }
     console.log(
