@@ -72,10 +72,10 @@ const config = Obj({
       'With exactly one statement: send it without `BEGIN` and `COMMIT`, as a transaction of its own that PostgreSQL commits when it succeeds (one round trip instead of three). The `expect` check and `result_map` then come after the commit and cannot undo it, so use it for a statement that writes nothing when it returns no row (e.g. a function that returns no row for an unknown key) and a `result_map` that cannot fail. With `timeout`, each connection gets `statement_timeout` = the whole `timeout` once (no time left is sent per message): a statement is still cancelled (and the message rejected with `deadline passed`) only if it did not finish, so a rejection still means nothing was written, but one that started late may finish, and commit, a little after the deadline.',
   }),
   batch_size: Type.Integer({
-    minimum: 1,
-    default: 1,
+    minimum: 0,
+    default: 0,
     description:
-      'With more than 1: messages that arrive while all `max_in_flight` connections are busy wait and are then taken together, up to this many, into ONE call of the (single) statement, in one transaction: fewer commits (and one NOTIFY lock and WAL flush per batch instead of per message) under load; a message that finds a free connection still goes alone at once. Each arg is then an array with one element per message of the batch, in order (`$1::text[]`, `$2::jsonb[]`), and the statement returns rows with a `batch_index` column (1 = the first message) telling which message each row belongs to; `expect` and `result` apply per message. A row whose `error_code` column is set (NOT_FOUND or WRITE_REJECTED) rejects its message with the `error` column as the reason; the statement must then have left nothing of that message (a PL/pgSQL EXCEPTION block per message) while the others are committed. An error of the statement itself fails the whole batch (retried or rejected as one). The deadline of `timeout` is the one of the batch\'s oldest message. Default 1: one message per transaction.',
+      'Batch mode, with 1 or more (`1`: batches of one message, the same SQL): messages that arrive while all `max_in_flight` connections are busy wait and are then taken together, up to this many, into ONE call of the (single) statement, in one transaction: fewer commits (and one NOTIFY lock and WAL flush per batch instead of per message) under load; a message that finds a free connection still goes alone at once. Each arg is then an array with one element per message of the batch, in order (`$1::text[]`, `$2::jsonb[]`), and the statement returns rows with a `batch_index` column (1 = the first message) telling which message each row belongs to; `expect` and `result` apply per message. A row whose `error_code` column is set (NOT_FOUND or WRITE_REJECTED) rejects its message with the `error` column as the reason; the statement must then have left nothing of that message (a PL/pgSQL EXCEPTION block per message) while the others are committed. An error of the statement itself fails the whole batch (retried or rejected as one). The deadline of `timeout` is the one of the batch\'s oldest message. Default 0: no batch mode (scalar args, one message per transaction).',
   }),
   max_retries: Type.Integer({
     minimum: 0,
@@ -119,7 +119,7 @@ function lintConfig(cfg: Cfg, schemasDir: string): LintIssue[] {
     }
     if (s.expect === 'none' && s.result) issues.push({ path: ['statements', i, 'result'], message: 'a statement with expect: none returns no rows to keep' });
   });
-  if (cfg.batch_size > 1 && cfg.statements.length !== 1) issues.push({ path: ['batch_size'], message: `a batch runs one statement with array args; there are ${cfg.statements.length} statements` });
+  if (cfg.batch_size > 0 && cfg.statements.length !== 1) issues.push({ path: ['batch_size'], message: `a batch runs one statement with array args; there are ${cfg.statements.length} statements` });
   if (cfg.autocommit && cfg.statements.length !== 1) issues.push({ path: ['autocommit'], message: `autocommit runs one statement as its own transaction; there are ${cfg.statements.length}` });
   return issues;
 }
@@ -375,7 +375,7 @@ export const postgresQuery = defineProcessor({
     type Outcome = { msg: Msg; value: unknown } | { msg: Msg; err: RunnerError };
     const batchStmt = statements[0]!;
 
-    /** One transaction for a batch of messages (batch_size > 1): one call with array args. */
+    /** One transaction for a batch of messages (batch_size > 0): one call with array args. */
     const runBatch = async (batch: Msg[], state: Attempts): Promise<Outcome[]> => {
       if (closed) throw new RunnerError('WRITE_FAILED', 'the postgres processor is closed', { retryable: true });
       if (!checked) await firstAttempt;
@@ -498,7 +498,7 @@ export const postgresQuery = defineProcessor({
       );
     };
 
-    /** batch_size > 1: messages wait while every connection is busy, then go together. */
+    /** batch_size > 0: messages wait while every connection is busy, then go together. */
     const batched = (source: Observable<Msg>): Observable<Msg> =>
       new Observable<Msg>((sub) => {
         const queue: Msg[] = [];
@@ -567,7 +567,7 @@ export const postgresQuery = defineProcessor({
       await pool.end().catch((err) => log.warn({ err: safeUrl(errorMessage(err)) }, 'closing the PostgreSQL pool failed'));
     });
 
-    if (cfg.batch_size > 1) return batched;
+    if (cfg.batch_size > 0) return batched;
     return (source) =>
       source.pipe(
         mergeMap((msg) => {

@@ -334,6 +334,16 @@ describe('pipelines/settings-api.yaml: Idempotency-Key', () => {
 });
 
 describe('settings_patch_batch (the PATCH step with batch_size)', () => {
+  it('SETTINGS_API_PATCH_BATCH=1 (one PATCH per transaction) answers as the batched default does', async () => {
+    const { base } = await startApi({ SETTINGS_API_PATCH_BATCH: '1' });
+    await addDevice('dev-batch-one');
+    const res = await patch(base, 'dev-batch-one', { mode: 3 }, { 'idempotency-key': 'one-per-tx' });
+    expect(res.status, JSON.stringify(res.body)).toBe(202);
+    expect((await patch(base, 'dev-batch-one', { mode: 3 }, { 'idempotency-key': 'one-per-tx' })).body).toEqual(res.body);
+    expect((await patch(base, 'no-such-device', { mode: 3 })).status).toBe(404);
+    expect((await outboxOf('dev-batch-one')).map((r) => r.id)).toEqual([res.body.outbox_id]);
+  });
+
   it('one call for several requests: refused ones (unknown device, reused key) leave nothing, the others commit; same device twice in order', async () => {
     await addDevice('dev-batch-a');
     await addDevice('dev-batch-b');
