@@ -45,7 +45,7 @@ const config = Obj({
   }),
   fetch_max_bytes: Type.Integer({
     minimum: 1024,
-    default: 1024 * 1024,
+    default: 256 * 1024,
     description:
       'Most bytes one fetch brings of one partition (a record larger than this still comes whole). Records beyond the in-flight window wait, decoded once, in a queue of their partition, and a partition is not fetched again while its queue holds any: besides the messages in flight the input holds at most this much per assigned partition.',
   }),
