@@ -751,7 +751,7 @@ async function main(): Promise<number> {
         simulator_unacked: pub.unacked.slice(0, 20),
         simulator_wrapper: { acked_seen: pub.ackedSeen, no_seq: pub.noSeq },
         outbox: { generated: loads.writer.generated, inserted: loads.writer.committed, failed_attempts: loads.writer.failedAttempts, last_error: loads.writer.lastError, all_committed: writerDone },
-        commands: { sent: loads.commands.sent, skipped_api_stalled: loads.commands.skipped, statuses: loads.commands.statuses, errors: loads.commands.errors, accepted: loads.commands.accepted.length },
+        commands: { sent: loads.commands.sent, skipped_api_stalled: loads.commands.skipped, statuses: loads.commands.statuses, errors: loads.commands.errors, accepted: loads.commands.accepted.length, outcome_unknown: loads.commands.unknown },
         history: { statuses: loads.history.statuses, errors: loads.history.errors },
         websocket: { clients: WS_CLIENTS, frames: loads.ws.frames, connects: loads.ws.connects, closes: loads.ws.closes },
       },
@@ -805,7 +805,7 @@ const MEMORY_NOTES: Record<string, string> = {
 function report(r: Record<string, unknown>, ok: Record<string, boolean>, tables: TableCheck[], outbox: OutboxCheck, commands: CommandCheck): void {
   const res = r as {
     seconds: { load: number; catch_up: Record<string, { outcome: string; seconds: number }> };
-    load: { simulator: { published: number; acked: number; failed: number; commands: { received: number; applied: number } }; outbox: { generated: number; failed_attempts: number }; commands: { sent: number; statuses: Record<string, number>; errors: Record<string, number>; skipped_api_stalled: number }; history: { statuses: Record<string, number> }; websocket: { frames: number; connects: number } };
+    load: { simulator: { published: number; acked: number; failed: number; commands: { received: number; applied: number } }; outbox: { generated: number; failed_attempts: number }; commands: { sent: number; statuses: Record<string, number>; errors: Record<string, number>; skipped_api_stalled: number; outcome_unknown?: number }; history: { statuses: Record<string, number> }; websocket: { frames: number; connects: number } };
     chaos: ChaosEvent[];
     checks: {
       telemetry: { lost_where: { in_kafka_not_in_table: number; not_in_kafka: number; in_realtime_topics: number; samples: string[] }; bridge_topics: { expected: number; found: number; missing: number; duplicateRecords: number; messagesWithDuplicates: number; records: number }; realtime_topics: { expected: number; found: number; missing: number; duplicateRecords: number; records: number }; dead_letters: number; dead_letter_samples: string[] };
@@ -844,7 +844,7 @@ function report(r: Record<string, unknown>, ok: Record<string, boolean>, tables:
   L.push(`   dead letters: ${tel.dead_letters}${tel.dead_letter_samples.length ? ` (${tel.dead_letter_samples.join(' | ')})` : ''}`);
   L.push(`2. outbox events in Kafka: ${mark(ok.outboxOk!)}: ${f0(outbox.distinctInKafka)} of ${f0(outbox.generated)} events (${f0(outbox.rowsInTables)} rows in the tables, ${f0(outbox.unpublishedRows)} unpublished), ${f0(outbox.kafkaRecords)} records, ${f0(outbox.duplicateRecords)} duplicate records (${f0(outbox.eventsWithDuplicates)} events more than once), ${f0(outbox.missing)} missing, ${outbox.wrongTopic} in a wrong topic, ${outbox.deliveryErrors} delivery errors`);
   if (outbox.missingSamples.length) L.push(`   missing, e.g.: ${outbox.missingSamples.slice(0, 3).map((m) => `#${m.seq} ${m.table} marked published: ${m.markedPublished}, failures ${m.failures}`).join('; ')}`);
-  L.push(`3. commands in a terminal status: ${mark(ok.commandsOk!)}: ${f0(commands.rows)} outbox rows: ${Object.entries(commands.byStatus).map(([k, v]) => `${k} ${f0(v)}`).join(', ')}; ${commands.nonTerminal} not terminal; ${f0(commands.accepted)} PATCHes answered 202 (${commands.acceptedMissing} of them without a row), ${f0(commands.rowsWithoutAnswer)} rows whose 202 the client never saw`);
+  L.push(`3. commands in a terminal status: ${mark(ok.commandsOk!)}: ${f0(commands.rows)} outbox rows: ${Object.entries(commands.byStatus).map(([k, v]) => `${k} ${f0(v)}`).join(', ')}; ${commands.nonTerminal} not terminal; ${f0(commands.accepted)} PATCHes answered 202 with an outbox id (${commands.acceptedMissing} of them without a row), ${f0(res.load.commands.outcome_unknown ?? 0)} answered 202 with outcome unknown (the server's backstop), ${f0(commands.rowsWithoutAnswer)} rows whose 202 the client never saw`);
   L.push(`   status-change events: ${f0(commands.statusEvents)} rows (${commands.statusEventsUnpublished} not relayed), ${f0(res.checks.commands.status_events_distinct_in_kafka)} distinct in Kafka (${f0(res.checks.commands.status_events_in_kafka)} records)`);
   L.push(`4. memory (RSS, median of the first / last ${(res.checks.memory.window_s / 60).toFixed(1)} min of load, max; growth flagged above x${GROWTH}): ${mark(ok.memoryOk!)}`);
   for (const m of res.checks.memory.pipelines) {
