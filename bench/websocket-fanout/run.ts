@@ -214,6 +214,17 @@ async function scrape(port: number): Promise<Record<string, number> | null> {
   }
 }
 
+/** The runner's heap (V8 heap used / total) and external memory (Buffers) in MB, from its default metrics. */
+async function scrapeMemory(port: number): Promise<{ heap_used_mb: number; heap_total_mb: number; external_mb: number } | null> {
+  try {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
+    const get = (name: string) => Number(new RegExp(`^runner_${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? NaN) / 1e6;
+    return { heap_used_mb: Math.round(get('nodejs_heap_size_used_bytes')), heap_total_mb: Math.round(get('nodejs_heap_size_total_bytes')), external_mb: Math.round(get('nodejs_external_memory_bytes')) };
+  } catch {
+    return null;
+  }
+}
+
 async function isReady(port: number): Promise<boolean> {
   try {
     return (await fetch(`http://127.0.0.1:${port}/health/ready`, { signal: AbortSignal.timeout(1000) })).status === 200;
@@ -626,6 +637,7 @@ async function recentPhase(id: string, out: string, admin: kafkajs.Admin, kafka:
     await sleep(3000);
     const fullPeak = peak;
     const rssFull = rssMb(pid) ?? 0;
+    const memFull = await scrapeMemory(httpPort);
     peak = 0;
     const t0 = Date.now();
     const res = await fetch(`http://127.0.0.1:${wsPort}${recentPath}?topic=${hpTopic}`);
@@ -646,6 +658,7 @@ async function recentPhase(id: string, out: string, admin: kafkajs.Admin, kafka:
       runner_rss_idle_mb: Math.round(rssIdle),
       runner_peak_rss_filling_mb: Math.round(fullPeak),
       runner_rss_full_mb: Math.round(rssFull),
+      runner_memory_full: memFull,
       runner_peak_rss_answering_mb: Math.round(peak),
       runner_log: runnerLog,
     };
@@ -707,7 +720,7 @@ async function main() {
   for (const r of results) console.log(`${r.phase}: produce request acknowledged p50 ${r.produce_ack_ms.p50} ms, p99 ${r.produce_ack_ms.p99} ms`);
   for (const r of results) console.log(`${r.phase}: /metrics scrapes ok ${r.metrics_scrapes.ok}, failed ${r.metrics_scrapes.failed}, slowest ${r.metrics_scrapes.slowestMs} ms; client closes ${JSON.stringify(r.worker_closes)}; refused ${JSON.stringify(Object.fromEntries(Object.entries(r.metrics).filter(([k]) => k.startsWith('refused'))))}`);
   for (const r of recentResults) {
-    console.log(`\nrecent: ${f(r.produced)} messages, ${f(r.kept)} kept in the window, ${f(r.evicted)} evicted; runner RSS ${r.runner_rss_idle_mb} MB idle, peak ${r.runner_peak_rss_filling_mb} MB filling, ${r.runner_rss_full_mb} MB full, peak ${r.runner_peak_rss_answering_mb} MB answering GET (${r.answer_mb} MB in ${r.answer_ms} ms)`);
+    console.log(`\nrecent: ${f(r.produced)} messages, ${f(r.kept)} kept in the window, ${f(r.evicted)} evicted; runner RSS ${r.runner_rss_idle_mb} MB idle, peak ${r.runner_peak_rss_filling_mb} MB filling, ${r.runner_rss_full_mb} MB full (V8 heap ${r.runner_memory_full?.heap_used_mb ?? '?'} MB used of ${r.runner_memory_full?.heap_total_mb ?? '?'}, external ${r.runner_memory_full?.external_mb ?? '?'} MB), peak ${r.runner_peak_rss_answering_mb} MB answering GET (${r.answer_mb} MB in ${r.answer_ms} ms)`);
   }
   console.log(`\nresults: ${join(out, 'results.json')}`);
 }

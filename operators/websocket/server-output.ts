@@ -14,6 +14,7 @@ import { compileExpression } from '../../core/expression.ts';
 import type { Msg } from '../../core/message.ts';
 import { defineOutput } from '../../core/operator.ts';
 import { Duration, Expr, Obj, Secret } from '../../core/schema.ts';
+import { RECENT_ENTRY_OVERHEAD, RecentWindow } from './recent-window.ts';
 
 const config = Obj({
   address: Type.String({
@@ -66,7 +67,9 @@ const config = Obj({
         minimum: 1024,
         default: 64 * 1_048_576,
         description:
-          'At most about this many bytes of messages are kept (each counted as its JSON plus 128 bytes; the oldest go first, counted in `runner_websocket_recent_evicted_total`). The default, 64 MiB, holds ~110,000 heat-pump messages (an hour at 30 a second) and keeps the runner well under 300 MB; at higher rates the window holds less than `window`.',
+          'At most about this many bytes of messages are kept (each counted as its JSON plus its device and ' +
+          `${RECENT_ENTRY_OVERHEAD} bytes, about what it takes in memory: the values are packed as bytes in large buffers outside the JS heap; ` +
+          'the oldest go first, counted in `runner_websocket_recent_evicted_total`). The default, 64 MiB, holds ~110,000 heat-pump messages (an hour at 30 a second) and keeps the runner well under 300 MB; at higher rates the window holds less than `window`.',
       }),
     },
     {
@@ -113,17 +116,6 @@ interface Pending {
   since: number;
 }
 
-/** A message of the recent window: its value as JSON text, `size` as counted against max_bytes. */
-interface RecentEntry {
-  topic: string;
-  device: string | undefined;
-  time: number;
-  data: string;
-  size: number;
-}
-/** What an entry costs beyond its JSON (object, fields, array slot), roughly. */
-const RECENT_ENTRY_OVERHEAD = 128;
-
 /** A ping frame (FIN, opcode 9) carrying `offset` as 8 bytes: the pong echoes it. */
 const PROBE_BYTES = 10;
 function probeFrame(offset: number): Buffer {
@@ -150,12 +142,13 @@ function metrics(registry: Registry) {
 }
 
 /**
- * A whole unmasked text frame (FIN, opcode 1) around `payload`: what every client receives for a
- * broadcast message, built once. Server frames are never masked and these are never compressed, so
- * the same bytes are valid on every connection (RFC 6455 5.2).
+ * A whole unmasked text frame (FIN, opcode 1) around `parts` (joined, as UTF-8): what every client
+ * receives for a broadcast message, built once. Server frames are never masked and these are never
+ * compressed, so the same bytes are valid on every connection (RFC 6455 5.2).
  */
-export function textFrame(payload: Buffer): Buffer {
-  const n = payload.length;
+export function textFrame(...parts: (Buffer | string)[]): Buffer {
+  let n = 0;
+  for (const p of parts) n += typeof p === 'string' ? Buffer.byteLength(p, 'utf8') : p.length;
   const head = n < 126 ? 2 : n < 65536 ? 4 : 10;
   const frame = Buffer.allocUnsafe(head + n);
   frame[0] = 0x81;
@@ -167,9 +160,12 @@ export function textFrame(payload: Buffer): Buffer {
     frame[1] = 127;
     frame.writeBigUInt64BE(BigInt(n), 2);
   }
-  payload.copy(frame, head);
+  let at = head;
+  for (const p of parts) at += typeof p === 'string' ? frame.write(p, at, 'utf8') : p.copy(frame, at);
   return frame;
 }
+
+const CLOSE_BRACE = Buffer.from('}');
 
 /** The TCP socket under a ws connection (ws keeps it as `_socket`), when it can take writes. */
 const rawSocket = (ws: WebSocket): import('node:net').Socket | undefined => {
@@ -295,29 +291,10 @@ export const websocketServer = defineOutput({
         log.debug({ clients: clients.size }, 'websocket client connected');
       });
     });
-    // Recent messages, oldest first, dropped from the front once older than the window or past the
-    // caps. Each keeps its value as JSON text (a few hundred bytes; the parsed object took several
-    // times that), answered as is.
+    // Recent messages, oldest first (recent-window.ts: each value's JSON bytes packed in large
+    // Buffers, the rest in typed arrays; no object per message).
     const windowMs = parseDuration(cfg.recent.window);
-    const recent: RecentEntry[] = [];
-    let recentHead = 0;
-    let recentBytes = 0;
-    const trimRecent = (now: number) => {
-      let evicted = 0;
-      while (recentHead < recent.length) {
-        const r = recent[recentHead]!;
-        const capped = recent.length - recentHead > cfg.recent.max_messages || recentBytes > cfg.recent.max_bytes;
-        if (!capped && r.time >= now - windowMs) break;
-        if (capped && r.time >= now - windowMs) evicted++;
-        recentBytes -= r.size;
-        recent[recentHead++] = undefined as unknown as RecentEntry;
-      }
-      if (evicted) m.recentEvicted.inc(labels, evicted);
-      if (recentHead > 4096 && recentHead * 2 > recent.length) {
-        recent.splice(0, recentHead);
-        recentHead = 0;
-      }
-    };
+    const recent = new RecentWindow({ windowMs, maxMessages: cfg.recent.max_messages, maxBytes: cfg.recent.max_bytes });
     if (cfg.recent.path) {
       const windowJson = JSON.stringify(cfg.recent.window);
       app.get(cfg.recent.path, async (req, reply) => {
@@ -330,25 +307,21 @@ export const websocketServer = defineOutput({
           const token = header.startsWith('Bearer ') ? header.slice(7) : typeof q.token === 'string' ? q.token : '';
           if (token !== cfg.auth_token) return reply.code(401).send({ error: 'unauthorized: a bearer token is required' });
         }
-        trimRecent(Date.now());
-        const picked: RecentEntry[] = [];
-        for (let i = recentHead; i < recent.length; i++) {
-          const r = recent[i]!;
-          if ((topic && r.topic !== topic) || (device && r.device !== device)) continue;
-          picked.push(r);
-        }
-        // Streamed in chunks: the whole window as one string would double the memory it holds.
+        const evicted = recent.trim(Date.now());
+        if (evicted) m.recentEvicted.inc(labels, evicted);
+        const picked = recent.pick(topic, device);
+        // Streamed in chunks of Buffers: the values are sent from where they are kept, never as one string.
         async function* body() {
-          yield `{"window":${windowJson},"messages":[`;
-          for (let i = 0; i < picked.length; i += 500) {
-            let chunk = '';
-            for (let k = i; k < Math.min(i + 500, picked.length); k++) {
-              const r = picked[k]!;
-              chunk += `${k ? ',' : ''}{"topic":${JSON.stringify(r.topic)}${r.device === undefined ? '' : `,"device":${JSON.stringify(r.device)}`},"time":"${new Date(r.time).toISOString()}","data":${r.data}}`;
+          yield Buffer.from(`{"window":${windowJson},"messages":[`);
+          for (let i = 0; i < picked.count; i += 500) {
+            const parts: Buffer[] = [];
+            for (let k = i; k < Math.min(i + 500, picked.count); k++) {
+              const dev = picked.devices[k];
+              parts.push(Buffer.from(`${k ? ',' : ''}{"topic":${JSON.stringify(picked.topics[k])}${dev === undefined ? '' : `,"device":${JSON.stringify(dev)}`},"time":"${new Date(picked.times[k]!).toISOString()}","data":`), picked.data[k]!, CLOSE_BRACE);
             }
-            yield chunk;
+            yield Buffer.concat(parts);
           }
-          yield ']}';
+          yield Buffer.from(']}');
         }
         return reply.type('application/json; charset=utf-8').send(Readable.from(body()));
       });
@@ -491,22 +464,18 @@ export const websocketServer = defineOutput({
       }
       const device = rawDevice === undefined || rawDevice === null ? undefined : String(rawDevice);
       m.broadcast.inc(labels);
-      // The value as JSON text, once for the recent window and every client: its source bytes
-      // while unchanged (no serialising), else JSON.
-      let data: string | null = null;
-      const dataJson = () => (data ??= msg.source !== undefined && msg.source.value === msg.value && msg.value !== null && typeof msg.value === 'object' ? msg.source.bytes.toString('utf8') : (JSON.stringify(msg.value) ?? 'null'));
+      // The value as JSON, once for the recent window and every client: its source bytes while
+      // unchanged (no serialising, no string), else JSON text.
+      const data: Buffer | string = msg.source !== undefined && msg.source.value === msg.value && msg.value !== null && typeof msg.value === 'object' ? msg.source.bytes : (JSON.stringify(msg.value) ?? 'null');
       if (cfg.recent.path) {
         const now = Date.now();
         const ts = Number(msg.meta.kafka_timestamp);
-        const entry: RecentEntry = { topic, device, time: Number.isFinite(ts) && ts > 0 ? ts : now, data: dataJson(), size: 0 };
-        entry.size = entry.data.length + (device?.length ?? 0) + RECENT_ENTRY_OVERHEAD;
-        recent.push(entry);
-        recentBytes += entry.size;
-        trimRecent(now);
+        const evicted = recent.push(topic, device, Number.isFinite(ts) && ts > 0 ? ts : now, data, now);
+        if (evicted) m.recentEvicted.inc(labels, evicted);
       }
       if (!clients.size || closing) return msg;
-      // The frame is serialised once, as bytes, for every client (ws would encode a string per send).
-      const frame = textFrame(Buffer.from(`{"type":"message","topic":${JSON.stringify(topic)}${device === undefined ? '' : `,"device":${JSON.stringify(device)}`},"data":${dataJson()}}`, 'utf8'));
+      // The frame is built once, as bytes, for every client (ws would encode a string per send).
+      const frame = textFrame(`{"type":"message","topic":${JSON.stringify(topic)}${device === undefined ? '' : `,"device":${JSON.stringify(device)}`},"data":`, data, '}');
       const ts = Number(msg.meta.kafka_timestamp);
       turn.push({ topic, device, frame, since: Number.isFinite(ts) && ts > 0 ? ts : msg.createdAt });
       if (!flushScheduled) {

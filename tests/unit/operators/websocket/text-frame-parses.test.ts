@@ -37,4 +37,10 @@ describe('textFrame', () => {
     const texts = ['{"n":1}', 'é'.repeat(100), '{"n":3}'];
     expect(await parse(texts.map((t) => textFrame(Buffer.from(t, 'utf8'))))).toEqual(texts);
   });
+
+  it('a frame built from several parts (text and bytes) reads back as their concatenation', async () => {
+    const data = Buffer.from('{"t":"äö","pad":"' + 'x'.repeat(300) + '"}', 'utf8');
+    const [got] = await parse([textFrame('{"type":"message","topic":"é","data":', data, '}')]);
+    expect(got).toBe(`{"type":"message","topic":"é","data":${data.toString('utf8')}}`);
+  });
 });
