@@ -349,7 +349,7 @@ describe('settings_patch_batch (the PATCH step with batch_size)', () => {
     await addDevice('dev-batch-b');
     await db.query("SELECT settings_patch('dev-batch-b', '{\"mode\": 2}', 'batch-used')");
     const { rows } = await db.query(
-      `SELECT batch_index, answer, error_code, error FROM settings_patch_batch($1::text[], $2::jsonb[], $3::text[])`,
+      `SELECT batch_index, answer, error_code, error FROM settings_patch_batch($1::text[], $2::jsonb[], $3::text[]) ORDER BY batch_index`,
       [
         ['dev-batch-a', 'no-such-device', 'dev-batch-b', 'dev-batch-a'],
         [{ indoor_target_temp: 21 }, { mode: 1 }, { mode: 3 }, { indoor_target_temp: 22 }].map((b) => JSON.stringify(b)),
@@ -365,6 +365,37 @@ describe('settings_patch_batch (the PATCH step with batch_size)', () => {
     expect((await outboxOf('dev-batch-b')).map((r) => r.payload.settings)).toEqual([{ mode: 2 }]);
     const keys = (await db.query("SELECT key FROM settings_idempotency_keys WHERE key LIKE 'batch-%' ORDER BY key")).rows.map((r) => r.key);
     expect(keys).toEqual(['batch-k4', 'batch-used']);
+  });
+
+  it('two calls with the same devices in opposite order queue behind each other instead of deadlocking', async () => {
+    // Two batches in flight at once (the step's connections) can hold requests for the same devices
+    // in any order. A holds dev-order-x; B (y then x) must wait for x without holding y, so that A
+    // can still take y. Taken in arrival order, B would hold y: a deadlock, found only after
+    // deadlock_timeout, one batch aborted.
+    await addDevice('dev-order-x');
+    await addDevice('dev-order-y');
+    const a = new pg.Client({ connectionString: db.url });
+    const b = new pg.Client({ connectionString: db.url });
+    await a.connect();
+    await b.connect();
+    try {
+      await a.query('BEGIN');
+      await a.query(`SELECT * FROM settings_patch_batch(ARRAY['dev-order-x'], ARRAY['{"mode": 1}'::jsonb], ARRAY[NULL::text])`);
+      const bCall = b.query(`SELECT batch_index, error_code FROM settings_patch_batch(ARRAY['dev-order-y', 'dev-order-x'], ARRAY['{"mode": 2}'::jsonb, '{"mode": 2}'::jsonb], ARRAY[NULL::text, NULL::text]) ORDER BY batch_index`);
+      await someoneWaitsForALock();
+      // A takes y: free, because B waits for x before it touches y.
+      const second = await a.query(`SELECT batch_index, error_code FROM settings_patch_batch(ARRAY['dev-order-y'], ARRAY['{"mode": 3}'::jsonb], ARRAY[NULL::text])`);
+      expect(second.rows).toEqual([{ batch_index: 1, error_code: null }]);
+      await a.query('COMMIT');
+      expect((await bCall).rows).toEqual([{ batch_index: 1, error_code: null }, { batch_index: 2, error_code: null }]);
+    } finally {
+      await a.end();
+      await b.end();
+    }
+    // B ran after A: its values are the last ones.
+    expect((await outboxOf('dev-order-y')).map((r) => r.payload.settings)).toEqual([{ mode: 3 }, { mode: 2 }]);
+    expect((await settingsOf('dev-order-x')).mode).toBe(2);
+    expect((await settingsOf('dev-order-y')).mode).toBe(2);
   });
 });
 
