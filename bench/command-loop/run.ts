@@ -37,6 +37,8 @@
  *               max_in_flight N instead of the shipped 4 (exploration; the results say so).
  *               --patch-batch N sets SETTINGS_API_PATCH_BATCH (the PATCH step's batch_size;
  *               shipped 32; 1 = one PATCH per transaction, as before session 4) in both phases.
+ *               --arrival-order-batches puts back settings_patch_batch() of migration 0004 (the
+ *               requests of a batch in arrival order: batches can deadlock) after migrating.
  *               --keys sends an Idempotency-Key (a new UUID) with every PATCH of both phases, so
  *               that the key table is written too.
  *
@@ -47,6 +49,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { createWriteStream, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -58,6 +61,7 @@ import { createTestDatabase, type TestDatabase } from '../../tests/helpers/postg
 import { MQTT_URL, ROOT, RunnerProcess, bridgePipeline, createTopics, deleteTopics, dropMqttSession, kafkaClient, uniqueId, within } from '../../tests/e2e/mqtt-bridge-harness.ts';
 import { isolatedPipeline } from '../../tests/e2e/sink-harness.ts';
 import { isSeq, isMap, parseDocument } from 'yaml';
+import { PgSampler, StageObserver, epochMs, type StageDurations } from './observe.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -75,6 +79,7 @@ const { values: args } = parseArgs({
     'dispatch-poll': { type: 'string', default: '' },
     keys: { type: 'boolean', default: false },
     'patch-batch': { type: 'string', default: '' },
+    'arrival-order-batches': { type: 'boolean', default: false },
     out: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -108,6 +113,7 @@ const stats = (xs: number[]) => {
 };
 type Stats = ReturnType<typeof stats>;
 const fmt = (s: Stats) => `p50 ${s.p50.toFixed(1)} ms, p90 ${s.p90.toFixed(1)} ms, p99 ${s.p99.toFixed(1)} ms, max ${s.max.toFixed(1)} ms (n=${s.n})`;
+const round1 = (v: number | undefined) => (v === undefined ? null : Math.round(v * 10) / 10);
 const deviceId = (i: number) => `device-${String(i + 1).padStart(3, '0')}`;
 /** The value of a device's j-th command: 21.5, 22, ... 30, then again (always a change from the one before). */
 const valueFor = (j: number) => 21.5 + 0.5 * (j % 18);
@@ -161,12 +167,20 @@ interface Command {
   dbTotalMs?: number;
   dbPublishMs?: number;
   dbConfirmMs?: number;
+  /** Epoch ms: sent, answered (client clock), and the outbox row's created_at, published_at, confirmed_at. */
+  sentEpoch?: number;
+  answeredEpoch?: number;
+  createdEpoch?: number;
+  publishedEpoch?: number;
+  confirmedEpoch?: number;
+  value?: number;
+  stages?: StageDurations;
   error?: string;
   done: Promise<void>;
   resolve: () => void;
 }
 
-async function latencyPhase(db: TestDatabase, base: URL) {
+async function latencyPhase(db: TestDatabase, base: URL, observer: StageObserver | null) {
   const agent = new http.Agent({ keepAlive: true, maxSockets: Math.max(DEVICES, 16) });
   const pool = new pg.Pool({ connectionString: db.url, max: 2 });
   const open = new Map<number, Command>();
@@ -181,7 +195,10 @@ async function latencyPhase(db: TestDatabase, base: URL) {
           `SELECT id::int AS id, status,
                   extract(epoch FROM confirmed_at - created_at) * 1000 AS total_ms,
                   extract(epoch FROM published_at - created_at) * 1000 AS publish_ms,
-                  extract(epoch FROM confirmed_at - published_at) * 1000 AS confirm_ms
+                  extract(epoch FROM confirmed_at - published_at) * 1000 AS confirm_ms,
+                  extract(epoch FROM created_at) * 1000 AS created_epoch,
+                  extract(epoch FROM published_at) * 1000 AS published_epoch,
+                  extract(epoch FROM confirmed_at) * 1000 AS confirmed_epoch
              FROM outbox WHERE id = ANY($1::bigint[]) AND status NOT IN ('pending', 'published')`,
           [ids],
         );
@@ -195,6 +212,9 @@ async function latencyPhase(db: TestDatabase, base: URL) {
           if (r.total_ms !== null) c.dbTotalMs = Number(r.total_ms);
           if (r.publish_ms !== null) c.dbPublishMs = Number(r.publish_ms);
           if (r.confirm_ms !== null) c.dbConfirmMs = Number(r.confirm_ms);
+          if (r.created_epoch !== null) c.createdEpoch = Number(r.created_epoch);
+          if (r.published_epoch !== null) c.publishedEpoch = Number(r.published_epoch);
+          if (r.confirmed_epoch !== null) c.confirmedEpoch = Number(r.confirmed_epoch);
           c.resolve();
         }
         for (const c of open.values()) {
@@ -213,12 +233,14 @@ async function latencyPhase(db: TestDatabase, base: URL) {
   const send = async (n: number, deviceIndex: number): Promise<Command> => {
     let resolveFn!: () => void;
     const done = new Promise<void>((r) => (resolveFn = r));
-    const c: Command = { n, device: deviceId(deviceIndex), sentAt: performance.now(), done, resolve: resolveFn };
+    const c: Command = { n, device: deviceId(deviceIndex), sentAt: performance.now(), sentEpoch: epochMs(), done, resolve: resolveFn };
     all.push(c);
     const j = perDevice[deviceIndex]!++;
+    c.value = valueFor(j);
     try {
-      const a = await request(agent, base, 'PATCH', `/api/v1/heatpump/settings/${c.device}`, { indoor_target_temp: valueFor(j) });
+      const a = await request(agent, base, 'PATCH', `/api/v1/heatpump/settings/${c.device}`, { indoor_target_temp: c.value });
       c.acceptedAt = performance.now();
+      c.answeredEpoch = epochMs();
       if (a.status !== 202) throw new Error(`PATCH ${c.device}: ${a.status} ${a.body}`);
       c.outboxId = (JSON.parse(a.body) as { outbox_id: number }).outbox_id;
       open.set(c.outboxId, c);
@@ -265,6 +287,16 @@ async function latencyPhase(db: TestDatabase, base: URL) {
   const counts: Record<string, number> = {};
   for (const c of all) counts[c.status ?? 'unknown'] = (counts[c.status ?? 'unknown'] ?? 0) + 1;
   const confirmed = by('confirmed');
+  // Give the observers a moment for the last records, then split every confirmed command into its stages.
+  if (observer) await sleep(500);
+  for (const c of confirmed) {
+    if (observer) c.stages = observer.stages({ outboxId: c.outboxId!, device: c.device, value: c.value!, sentAt: c.sentEpoch!, answeredAt: c.answeredEpoch, createdAt: c.createdEpoch, publishedAt: c.publishedEpoch, confirmedAt: c.confirmedEpoch });
+  }
+  const stageNames = ['api_answer', 'dispatch', 'device', 'bridge', 'confirm', 'mark_published'] as const;
+  const stageStats = Object.fromEntries(stageNames.map((k) => [k, stats(confirmed.map((c) => c.stages?.[k]).filter((v): v is number => v !== undefined))]));
+  // The slowest 2 % by created -> confirmed: their stages one by one (which stage holds the tail).
+  const slowest = [...confirmed].sort((a, b) => (b.dbTotalMs ?? 0) - (a.dbTotalMs ?? 0)).slice(0, Math.max(1, Math.ceil(confirmed.length * 0.02)));
+  const tail = slowest.map((c) => ({ n: c.n, device: c.device, outbox_id: c.outboxId, created: c.createdEpoch ? new Date(c.createdEpoch).toISOString().slice(11, 23) : null, total: round1(c.dbTotalMs), ...Object.fromEntries(stageNames.map((k) => [k, round1(c.stages?.[k])])) }));
   const result = {
     commands: all.length,
     mode: RATE > 0 ? `${RATE}/s` : 'sequential per device',
@@ -275,6 +307,8 @@ async function latencyPhase(db: TestDatabase, base: URL) {
     db_published_to_confirmed: stats(confirmed.map((c) => c.dbConfirmMs!)),
     client_patch_to_observed: stats(confirmed.map((c) => c.observedAt! - c.sentAt)),
     client_patch_answer: stats(all.filter((c) => c.acceptedAt !== undefined).map((c) => c.acceptedAt! - c.sentAt)),
+    stages: stageStats,
+    slowest_2_percent: tail,
     machine_busy: (m1.busy - m0.busy) / (m1.total - m0.total),
     uptime_before: load0,
     uptime_after: load1,
@@ -287,7 +321,8 @@ async function latencyPhase(db: TestDatabase, base: URL) {
 // ---------------------------------------------------------------------------------------------
 // Throughput phase
 // ---------------------------------------------------------------------------------------------
-async function throughputPhase(base: URL, runnerPid: number) {
+async function throughputPhase(base: URL, runner: RunnerProcess, db: TestDatabase, metricsPort: number) {
+  const runnerPid = runner.child.pid!;
   const agent = new http.Agent({ keepAlive: true, maxSockets: CLIENTS });
   const latencies: number[] = [];
   const statuses: Record<string, number> = {};
@@ -318,6 +353,13 @@ async function throughputPhase(base: URL, runnerPid: number) {
   };
   const clients = Array.from({ length: CLIENTS }, (_, k) => client(k));
   await sleep(WARMUP_S * 1000);
+  const adminUrl = new URL(db.url);
+  adminUrl.pathname = '/postgres';
+  const sampler = new PgSampler(adminUrl.href, db.name);
+  await sampler.start();
+  const batches0 = await scrapeBatches(metricsPort);
+  const retries = () => runner.count((l) => l.msg === 'postgres transaction failed; retrying');
+  const retries0 = retries();
   const load0 = uptime();
   const cpu0 = cpuSeconds(runnerPid) ?? 0;
   const m0 = machineBusy();
@@ -329,10 +371,18 @@ async function throughputPhase(base: URL, runnerPid: number) {
   const cpu1 = cpuSeconds(runnerPid) ?? 0;
   const m1 = machineBusy();
   const load1 = uptime();
+  const batches1 = await scrapeBatches(metricsPort);
+  const retried = retries() - retries0;
   stop = true;
   await Promise.all(clients);
   agent.destroy();
+  const database = await sampler.stop(seconds);
+  const calls = batches1 && batches0 ? batches1.count - batches0.count : NaN;
   return {
+    database,
+    patch_calls_per_s: calls / seconds,
+    patch_requests_per_call: batches1 && batches0 ? (batches1.sum - batches0.sum) / calls : NaN,
+    transactions_retried: retried,
     clients: CLIENTS,
     seconds,
     requests: latencies.length,
@@ -346,6 +396,31 @@ async function throughputPhase(base: URL, runnerPid: number) {
     uptime_after: load1,
     errors,
   };
+}
+
+/** The PATCH step's calls (runner_component_batch_size of patch_settings: count = calls, sum = requests). */
+async function scrapeBatches(port: number): Promise<{ count: number; sum: number } | null> {
+  try {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(2000) })).text();
+    const line = (name: string) => text.split('\n').find((l) => l.startsWith(`runner_component_batch_size_${name}{`) && l.includes('component="patch_settings"'));
+    const count = line('count');
+    const sum = line('sum');
+    if (!count || !sum) return null;
+    return { count: Number(count.split(' ').pop()), sum: Number(sum.split(' ').pop()) };
+  } catch {
+    return null;
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => res(port));
+    });
+    s.on('error', rej);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -370,7 +445,7 @@ async function main() {
   const id = `bench${uniqueId()}`;
   const results: Record<string, unknown> = {};
   const machine = machineInfo();
-  const config = { keys: args.keys, patch_batch: args['patch-batch'] || 'shipped (32)', dispatch_poll: args['dispatch-poll'] || 'shipped (1s)', api_pg_in_flight: args['api-pg-in-flight'] || 'shipped (4)', devices: DEVICES, commands: COMMANDS, rate: RATE, poll_ms: POLL_MS, clients: CLIENTS, duration_s: DURATION_S, warmup_s: WARMUP_S, sim_rate: Number(args['sim-rate']) };
+  const config = { arrival_order_batches: args['arrival-order-batches'], keys: args.keys, patch_batch: args['patch-batch'] || 'shipped (32)', dispatch_poll: args['dispatch-poll'] || 'shipped (1s)', api_pg_in_flight: args['api-pg-in-flight'] || 'shipped (4)', devices: DEVICES, commands: COMMANDS, rate: RATE, poll_ms: POLL_MS, clients: CLIENTS, duration_s: DURATION_S, warmup_s: WARMUP_S, sim_rate: Number(args['sim-rate']) };
   log(`machine ${machine.nproc} cores (${machine.cpu}), ${machine.mem_gib} GiB, node ${machine.node}; ${uptime()}`);
 
   const db = await createTestDatabase('bench_cmdloop');
@@ -385,6 +460,11 @@ async function main() {
   try {
     const mig = await migrateDatabase({ database: 'heatpump_settings', url: db.url, mode: 'plain' });
     log(`database ${db.name}: ${mig.files.length} migration file(s)`);
+    if (args['arrival-order-batches']) {
+      // Exploration: settings_patch_batch() as migration 0004 had it (requests in arrival order, not device order).
+      await db.query(readFileSync(join(ROOT, 'migrations/heatpump_settings/0004_settings_patch_batch.sql'), 'utf8').replace('CREATE FUNCTION', 'CREATE OR REPLACE FUNCTION'));
+      log('settings_patch_batch() of migration 0004 (arrival order), as before migration 0005');
+    }
     const devices = Array.from({ length: DEVICES }, (_, i) => deviceId(i));
     await db.query(`INSERT INTO settings (device_id, indoor_target_temp, mode) SELECT unnest($1::text[]), 21, 1`, [devices]);
     await createTopics(admin, bridge);
@@ -428,7 +508,13 @@ async function main() {
         await sleep(250);
       }
       log(`loop ready at ${started.base.href}; ${DEVICES} devices reporting; latency phase: ${COMMANDS} commands, ${RATE > 0 ? `${RATE}/s` : 'sequential per device'} ...`);
-      const r = await latencyPhase(db, started.base);
+      const observer = await StageObserver.start({ mqttUrl: MQTT_URL, prefix: bridge.mqttPrefix, kafka: kafkaClient(`bench-observer-${id}`), topic: bridge.kafkaTopic('homelab-heatpump-telemetry'), clientId: `bench-observer-${id}` });
+      let r: Awaited<ReturnType<typeof latencyPhase>>;
+      try {
+        r = await latencyPhase(db, started.base, observer);
+      } finally {
+        await observer.stop();
+      }
       results.latency = r;
       log(`latency: ${JSON.stringify(r.counts)} in ${r.seconds.toFixed(1)} s`);
       log(`  db created -> confirmed:     ${fmt(r.db_created_to_confirmed)}`);
@@ -436,6 +522,8 @@ async function main() {
       log(`  db published -> confirmed:   ${fmt(r.db_published_to_confirmed)}`);
       log(`  client PATCH -> confirmed:   ${fmt(r.client_patch_to_observed)}`);
       log(`  client PATCH answer:         ${fmt(r.client_patch_answer)}`);
+      for (const [k, v] of Object.entries(r.stages)) log(`  stage ${k.padEnd(15)} ${fmt(v)}`);
+      log(`  slowest 2 % (ms): ${r.slowest_2_percent.map((t) => JSON.stringify(t)).join('\n    ')}`);
       log(`  machine busy ${(r.machine_busy * 100).toFixed(0)} %; before: ${r.uptime_before}; after: ${r.uptime_after}`);
       writeFileSync(join(OUT, 'results.json'), JSON.stringify({ machine, config, results }, null, 2));
       await stopChild(sim);
@@ -454,7 +542,9 @@ async function main() {
         apiFile = join(confirm.dir, 'settings-api.yaml');
         writeFileSync(apiFile, doc.toString({ lineWidth: 0 }));
       }
+      const metricsPort = await freePort();
       const started = await startApi('api', [apiFile], {
+        RUNNER_HTTP_PORT: String(metricsPort),
         HEATPUMP_SETTINGS_DATABASE_URL: db.url,
         ...(args['patch-batch'] ? { SETTINGS_API_PATCH_BATCH: args['patch-batch'] } : {}),
         SETTINGS_API_PORT: '0',
@@ -462,10 +552,12 @@ async function main() {
       });
       api = started.runner;
       log(`throughput phase: ${CLIENTS} clients, ${WARMUP_S} s warm-up + ${DURATION_S} s ...`);
-      const r = await throughputPhase(started.base, api.child.pid!);
+      const r = await throughputPhase(started.base, api, db, metricsPort);
       results.throughput = r;
       log(`throughput: ${Math.round(r.patch_per_s)} PATCH/s (${r.accepted} x 202 of ${r.requests}), ${fmt(r.latency)}, statuses ${JSON.stringify(r.statuses)}`);
       log(`  runner CPU ${(r.runner_cpu_share * 100).toFixed(0)} % of a core, machine busy ${(r.machine_busy * 100).toFixed(0)} %; before: ${r.uptime_before}; after: ${r.uptime_after}`);
+      log(`  PATCH step: ${r.patch_calls_per_s.toFixed(0)} calls/s, ${r.patch_requests_per_call.toFixed(1)} requests per call, ${r.transactions_retried} calls retried`);
+      log(`  database: ${JSON.stringify(r.database)}`);
       if (r.errors.length) log(`  first errors: ${r.errors.join(' | ')}`);
       await api.stop();
       api = undefined;

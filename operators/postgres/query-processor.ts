@@ -399,6 +399,7 @@ export const postgresQuery = defineProcessor({
         }
       }
       if (!live.length) return outcomes;
+      ctx.metrics.batchSize(live.length);
       const deadline = timeoutMs > 0 ? Math.min(...live.map((m) => m.createdAt)) + timeoutMs : Number.POSITIVE_INFINITY;
       const values = batchStmt.args.map((_, j) => argRows.map((r) => r[j]));
       let client: pg.PoolClient;
