@@ -103,12 +103,14 @@ interface Client {
   probed: number;
   /** Probes not answered yet, oldest first: [offset, sent at (ms)]. */
   probes: [number, number][];
+  /** Sequence number of the first broadcast message not yet written to this client. */
+  nextSeq: number;
 }
 
 const subscriptionKey = (topics: Iterable<string> | null, devices: Iterable<string> | null) =>
   `${topics ? JSON.stringify([...topics].sort()) : '*'}|${devices ? JSON.stringify([...devices].sort()) : '*'}`;
 
-/** A broadcast message waiting for the end of the turn: its frame, and since when it exists (ms). */
+/** A broadcast message not yet written to every client: its frame, and since when it exists (ms). */
 interface Pending {
   topic: string;
   device: string | undefined;
@@ -135,7 +137,7 @@ function metrics(registry: Registry) {
     sent: get('runner_websocket_frames_sent_total', () => new Counter({ name: 'runner_websocket_frames_sent_total', help: 'Message frames sent to clients (one per message and subscribed client)', labelNames, registers: [registry] })),
     slow: get('runner_websocket_slow_disconnects_total', () => new Counter({ name: 'runner_websocket_slow_disconnects_total', help: 'Clients disconnected (close 1013) because they fell behind: slow_client.max_unread_bytes unread, a probe unanswered for slow_client.max_lag, or max_buffered_bytes unsent', labelNames, registers: [registry] })),
     recentEvicted: get('runner_websocket_recent_evicted_total', () => new Counter({ name: 'runner_websocket_recent_evicted_total', help: 'Messages dropped from the recent window before they were older than recent.window, to stay within recent.max_messages or recent.max_bytes', labelNames, registers: [registry] })),
-    age: get('runner_websocket_broadcast_age_seconds', () => new Histogram({ name: 'runner_websocket_broadcast_age_seconds', help: 'Age of a message when its frames are written to the clients\' sockets: since its Kafka timestamp, else since it entered the pipeline', labelNames, buckets: [0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30], registers: [registry] })),
+    age: get('runner_websocket_broadcast_age_seconds', () => new Histogram({ name: 'runner_websocket_broadcast_age_seconds', help: 'Age of a message when its frames have been written to the sockets of all its clients (its last write): since its Kafka timestamp, else since it entered the pipeline', labelNames, buckets: [0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30], registers: [registry] })),
     dropped: get('runner_websocket_messages_dropped_total', () => new Counter({ name: 'runner_websocket_messages_dropped_total', help: 'Message frames not sent because their client was disconnected as slow', labelNames, registers: [registry] })),
     refused: get('runner_websocket_refused_total', () => new Counter({ name: 'runner_websocket_refused_total', help: 'Connections refused or closed by the server, by reason', labelNames: [...labelNames, 'reason'], registers: [registry] })),
   };
@@ -191,7 +193,7 @@ export const websocketServer = defineOutput({
       '',
       'Protection: an optional bearer token (`auth_token`; 401 without it); at most `max_clients` connections; WebSocket pings every `heartbeat` (a client that does not answer is dropped); at most `max_client_messages` frames per second from a client (more: close 1008); and slow clients disconnected with close code 1013 (metric `runner_websocket_slow_disconnects_total`): a client that has not confirmed reading the last `slow_client.max_unread_bytes` written to it, has left a probe unanswered for `slow_client.max_lag`, or has more than `max_buffered_bytes` waiting unsent in this process. So one slow client never slows the others or grows memory.',
       '',
-      'With `static_dir`, the same port serves that folder at `/` (a dashboard). Metrics: `runner_websocket_clients`, `runner_websocket_messages_broadcast_total`, `runner_websocket_frames_sent_total`, `runner_websocket_slow_disconnects_total`, `runner_websocket_messages_dropped_total`, `runner_websocket_refused_total`, `runner_websocket_broadcast_age_seconds` (how old a message is when written to the sockets), `runner_websocket_recent_evicted_total`.',
+      'With `static_dir`, the same port serves that folder at `/` (a dashboard). Metrics: `runner_websocket_clients`, `runner_websocket_messages_broadcast_total`, `runner_websocket_frames_sent_total`, `runner_websocket_slow_disconnects_total`, `runner_websocket_messages_dropped_total`, `runner_websocket_refused_total`, `runner_websocket_broadcast_age_seconds` (how old a message is when written to the last client\'s socket), `runner_websocket_recent_evicted_total`.',
     ].join('\n'),
     config,
     examples: [
@@ -201,7 +203,7 @@ export const websocketServer = defineOutput({
       },
     ],
     delivery:
-      'Broadcast, at most once per client: a message is done (its input may commit past it) once it has been queued for the clients; its frames are written to every client connected at the end of that event-loop turn. Clients that connect later do not receive it, and a client disconnected as slow loses what was queued for it; clients that need history read it from the history API. A message whose `topic` or `device` expression fails is rejected to the dead-letter output.',
+      'Broadcast, at most once per client: a message is done (its input may commit past it) once it has been queued for the clients; its frames are written to every client connected when it was queued, within about one pass of the writer over the clients (a pass writes each client everything queued for it since its last write, with the event loop free between groups of clients). Clients that connect later do not receive it, and a client disconnected as slow loses what was queued for it; clients that need history read it from the history API. A message whose `topic` or `device` expression fails is rejected to the dead-letter output.',
     rejects: true,
   },
   create(cfg: Cfg, ctx) {
@@ -244,7 +246,7 @@ export const websocketServer = defineOutput({
         const devices = parseList(query.devices);
         const unknown = unknownTopics(topics ?? []);
         if (unknown.length) return refuse(socket, 1008, `unknown topic ${unknown.join(', ')}; known: ${cfg.topics.join(', ')}`, 'unknown_topic');
-        const client: Client = { socket, topics: topics ? new Set(topics) : null, devices: devices ? new Set(devices) : null, subscription: subscriptionKey(topics ?? null, devices ?? null), alive: true, windowStart: Date.now(), windowCount: 0, written: 0, confirmed: 0, probed: 0, probes: [] };
+        const client: Client = { socket, topics: topics ? new Set(topics) : null, devices: devices ? new Set(devices) : null, subscription: subscriptionKey(topics ?? null, devices ?? null), alive: true, windowStart: Date.now(), windowCount: 0, written: 0, confirmed: 0, probed: 0, probes: [], nextSeq: endSeq() };
         clients.add(client);
         m.clients.inc(labels);
         socket.on('pong', (data: Buffer) => {
@@ -410,26 +412,52 @@ export const websocketServer = defineOutput({
     });
 
     /**
-     * The frames of this turn of the event loop (usually one Kafka batch), written at its end: each
-     * client gets the frames it subscribed to in one write, and clients with the same subscription
-     * share one buffer. Per message and client there is no work left; per client and turn, one write.
+     * The writer: passes over the clients, CLIENTS_PER_STEP at a time with the event loop free in
+     * between (Kafka's next fetch, pongs and new clients are handled during a pass, not after it).
+     * Each client visited gets everything broadcast since its last write in one write (clients with
+     * the same subscription and position share one buffer). A message that arrives during a pass
+     * reaches the clients not yet visited in that pass and the others in the next one, which starts
+     * at once; so a message waits at most about one pass, and one pass over 1,000 clients is one
+     * system call per client whatever the rate.
      */
-    let turn: Pending[] = [];
-    let flushScheduled = false;
-    const flush = () => {
-      flushScheduled = false;
-      const msgs = turn;
-      turn = [];
-      if (closing || !msgs.length) return;
-      const bySubscription = new Map<string, { buf: Buffer | null; count: number }>();
+    const CLIENTS_PER_STEP = 100;
+    /** Broadcast messages not yet written to every client, oldest first; `firstSeq` numbers frames[0]. */
+    let frames: Pending[] = [];
+    let firstSeq = 0;
+    function endSeq() {
+      return firstSeq + frames.length;
+    }
+    let pass: Client[] | null = null;
+    let passAt = 0;
+    const startPass = () => {
+      if (pass || closing) return;
+      pass = [...clients];
+      passAt = 0;
+      setImmediate(step);
+    };
+    const step = () => {
+      const list = pass!;
+      if (closing) {
+        pass = null;
+        return;
+      }
+      const end = endSeq();
+      const shared = new Map<string, { buf: Buffer | null; count: number }>();
+      const stop = Math.min(list.length, passAt + CLIENTS_PER_STEP);
       let sent = 0;
-      for (const c of clients) {
+      for (; passAt < stop; passAt++) {
+        const c = list[passAt]!;
+        const from = c.nextSeq;
+        if (from >= end || !clients.has(c)) continue;
+        c.nextSeq = end;
         if (c.socket.readyState !== c.socket.OPEN) continue;
-        let group = bySubscription.get(c.subscription);
+        const key = `${from}|${c.subscription}`;
+        let group = shared.get(key);
         if (!group) {
-          const mine = c.topics || c.devices ? msgs.filter((p) => (!c.topics || c.topics.has(p.topic)) && (!c.devices || p.device === undefined || c.devices.has(p.device))) : msgs;
+          const pending = frames.slice(from - firstSeq);
+          const mine = c.topics || c.devices ? pending.filter((p) => (!c.topics || c.topics.has(p.topic)) && (!c.devices || p.device === undefined || c.devices.has(p.device))) : pending;
           group = { buf: mine.length === 0 ? null : mine.length === 1 ? mine[0]!.frame : Buffer.concat(mine.map((p) => p.frame)), count: mine.length };
-          bySubscription.set(c.subscription, group);
+          shared.set(key, group);
         }
         if (!group.buf) continue;
         const raw = rawSocket(c.socket);
@@ -448,8 +476,20 @@ export const websocketServer = defineOutput({
         sent += group.count;
       }
       if (sent) m.sent.inc(labels, sent);
+      if (passAt < list.length) return void setImmediate(step);
+      pass = null;
+      // What every connected client has now is done: its age is observed, its frame let go.
+      let low = endSeq();
+      for (const c of clients) if (c.nextSeq < low) low = c.nextSeq;
       const now = Date.now();
-      for (const p of msgs) m.age.observe(labels, (now - p.since) / 1000);
+      const done = low - firstSeq;
+      for (let k = 0; k < done; k++) m.age.observe(labels, (now - frames[k]!.since) / 1000);
+      if (done) {
+        frames = frames.slice(done);
+        firstSeq = low;
+      }
+      // Messages that came during this pass, for the clients visited before they came.
+      if (frames.length) startPass();
     };
 
     const broadcast = async (msg: Msg): Promise<Msg | null> => {
@@ -477,11 +517,8 @@ export const websocketServer = defineOutput({
       // The frame is built once, as bytes, for every client (ws would encode a string per send).
       const frame = textFrame(`{"type":"message","topic":${JSON.stringify(topic)}${device === undefined ? '' : `,"device":${JSON.stringify(device)}`},"data":`, data, '}');
       const ts = Number(msg.meta.kafka_timestamp);
-      turn.push({ topic, device, frame, since: Number.isFinite(ts) && ts > 0 ? ts : msg.createdAt });
-      if (!flushScheduled) {
-        flushScheduled = true;
-        setImmediate(flush);
-      }
+      frames.push({ topic, device, frame, since: Number.isFinite(ts) && ts > 0 ? ts : msg.createdAt });
+      startPass();
       return msg;
     };
 

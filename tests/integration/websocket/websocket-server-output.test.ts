@@ -107,6 +107,25 @@ describe('websocket_server output', () => {
     for (const c of [all, heat, one]) c.ws.close();
   });
 
+  it('gets every message to each of many clients in order while messages keep arriving during the writer\'s passes', async () => {
+    const s = await start();
+    // More clients than the writer visits in one step, half of them on one topic only.
+    const clients = await Promise.all(Array.from({ length: 250 }, (_, i) => client(i % 2 ? `${s.url}?topics=heatpump-realtime` : s.url)));
+    const n = 60;
+    for (let i = 0; i < n; i++) {
+      s.source.next(msg(i % 3 ? 'heatpump-realtime' : 'energy-realtime', `device-${i % 5}`, i));
+      // Each message in a turn of its own: most arrive while a pass over the clients is under way.
+      await new Promise((r) => setImmediate(r));
+    }
+    const all = Array.from({ length: n }, (_, i) => i);
+    const heatOnly = all.filter((i) => i % 3);
+    await Promise.all(clients.map((c, i) => c.until(() => c.messages().length === (i % 2 ? heatOnly : all).length)));
+    clients.forEach((c, i) => expect(c.messages().map((f) => f.data.n)).toEqual(i % 2 ? heatOnly : all));
+    const sent = await s.ctx.metricsRegistry.registry.getSingleMetric('runner_websocket_frames_sent_total')!.get();
+    expect(sent.values.reduce((a, v) => a + v.value, 0)).toBe(125 * n + 125 * heatOnly.length);
+    for (const c of clients) c.ws.close();
+  });
+
   it('answers subscribe, ping, malformed frames and unknown topics, and keeps the client connected', async () => {
     const s = await start();
     const c = await client(s.url);
