@@ -245,12 +245,40 @@ function compile(n: Node, extra: ReadonlySet<string>): Fn {
       if (Object.keys(n).some((k) => !['type', 'value', 'arguments', 'procedure', 'position', 'name'].includes(k)) || n.name !== undefined) unsupported();
       const proc = n.procedure as Node;
       if (proc.type !== 'variable' || !plain(proc)) unsupported();
-      const args = (n.arguments as Node[]).map((a) => compile(a, extra));
+      const argNodes = n.arguments as Node[];
+      const args = argNodes.map((a) => compile(a, extra));
+      // A table given to $lookup as an object of literals (`$lookup({"a": "x", ...}, k)`) is built
+      // once: $lookup only reads it.
+      if (proc.value === 'lookup' && args.length === 2 && literalObject(argNodes[0]!)) {
+        const table = args[0]!({ value: undefined, meta: {}, headers: {}, key: null, extra: {} });
+        args[0] = (s) => (Array.isArray(s.value) ? slow() : table); // JSONata groups over the items of an array
+      }
       return fn(String(proc.value), args);
     }
     default:
       return unsupported();
   }
+}
+
+/**
+ * $now(): the time in ISO 8601 with milliseconds, as JSONata gives it. A busy pipeline asks many
+ * times within one millisecond: the text is made once per millisecond.
+ */
+let nowMs = -1;
+let nowText = '';
+function now(): string {
+  const t = Date.now();
+  if (t !== nowMs) {
+    nowMs = t;
+    nowText = new Date(t).toISOString();
+  }
+  return nowText;
+}
+
+/** An object constructor whose keys and values are all literals (strings, numbers, booleans, null). */
+function literalObject(n: Node): boolean {
+  if (n.type !== 'unary' || n.value !== '{') return false;
+  return (n.lhs as Node[][]).every(([, v]) => v !== undefined && (v.type === 'string' || v.type === 'number' || v.type === 'value') && plain(v));
 }
 
 function step(cur: unknown, name: string): unknown {
@@ -285,7 +313,7 @@ function fn(name: string, args: Fn[]): Fn {
     }
     case 'now':
       arity(0);
-      return () => new Date().toISOString();
+      return now;
     case 'uuid':
       arity(0);
       return () => randomUUID();

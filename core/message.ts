@@ -106,6 +106,22 @@ export function withValue(msg: Msg, value: unknown, patch: Partial<Pick<Msg, 'ke
   return { ...msg, ...patch, value };
 }
 
+/**
+ * A shallow copy of a record (meta, headers) that a step then adds fields to. Not `{ ...rec }`:
+ * V8 gives a spread copy a map of its own, and adding fields to it afterwards builds new maps every
+ * time (several µs per message, measured); a copy made field by field follows the shared ones.
+ */
+export function copyRecord<T>(rec: Record<string, T>): Record<string, T> {
+  const out: Record<string, T> = {};
+  for (const k in rec) {
+    if (!Object.prototype.hasOwnProperty.call(rec, k)) continue;
+    // `__proto__` is an own field like any other here, as with the spread (never the prototype).
+    if (k === '__proto__') Object.defineProperty(out, k, { value: rec[k], enumerable: true, writable: true, configurable: true });
+    else out[k] = rec[k]!;
+  }
+  return out;
+}
+
 /** The message's value for the wire: its source bytes while the value is unchanged, else valueToBuffer. */
 export function msgBytes(msg: Pick<Msg, 'value' | 'source'>): Buffer {
   if (msg.source !== undefined && msg.source.value === msg.value && msg.value !== null && typeof msg.value === 'object') return msg.source.bytes;

@@ -19,6 +19,7 @@ import type { Health } from './health.ts';
 import { ackHandle, type Msg } from './message.ts';
 import type { Metrics } from './metrics.ts';
 import type { InputOperator, OperatorContext, OutputOperator, ProcessorOperator } from './operator.ts';
+import { type PerMessageStage, fusePerMessage, perMessageStage } from './processor.ts';
 import { PipelineTaps } from './tap.ts';
 
 export interface RuntimeDeps {
@@ -144,37 +145,53 @@ export class PipelineRuntime {
     const inputCfg = config.input;
     const inputCtx = this.ctx(inputCfg, 'input');
     const inputTap = this.taps.point(inputCfg.component, 'input', inputCfg.name);
+    const steps = config.processors.map((p) => {
+      const pctx = this.ctx(p, 'processor');
+      const op = (p.operator as ProcessorOperator).create(p.config, pctx);
+      return { pctx, op, point: this.taps.point(p.component, 'processor', p.name) };
+    });
+    const outCtx = this.ctx(config.output, 'output');
+    const outTap = this.taps.point(config.output.component, 'output', config.output.name);
+    const output = (config.output.operator as OutputOperator).create(config.output.config, outCtx);
+
+    // Between two steps one hop counts both (what step i sent, step i+1 received): every RxJS
+    // operator is a few calls per message, and a busy pipeline spends its time in them.
+    const firstReceived = (steps[0]?.pctx ?? outCtx).metrics;
     const input$ = defer(() => (inputCfg.operator as InputOperator).create(inputCfg.config, inputCtx)).pipe(
       map((msg): Msg => {
         // An input passes on what it reads: both counts, so `sent` means the same for every kind.
         inputCtx.metrics.received();
         inputCtx.metrics.sent();
         inputTap.emit(msg);
+        firstReceived.received();
         return this.track(msg);
       }),
     );
 
     let stream: Observable<Msg> = input$;
-    for (const p of config.processors) {
-      const pctx = this.ctx(p, 'processor');
-      const op = (p.operator as ProcessorOperator).create(p.config, pctx);
-      const point = this.taps.point(p.component, 'processor', p.name);
-      stream = stream.pipe(
-        tap(() => pctx.metrics.received()),
-        op,
-        tap((m) => {
-          pctx.metrics.sent();
-          point.emit(m);
-        }),
-      );
-    }
-    const outCtx = this.ctx(config.output, 'output');
-    const outTap = this.taps.point(config.output.component, 'output', config.output.name);
-    const output = (config.output.operator as OutputOperator).create(config.output.config, outCtx);
-    stream = stream.pipe(
-      tap(() => outCtx.metrics.received()),
-      output,
-    );
+    let fused: PerMessageStage[] = [];
+    const flushFused = () => {
+      if (fused.length) stream = stream.pipe(fusePerMessage(fused));
+      fused = [];
+    };
+    steps.forEach(({ pctx, op, point }, i) => {
+      const next = (steps[i + 1]?.pctx ?? outCtx).metrics;
+      const after = (m: Msg) => {
+        pctx.metrics.sent();
+        point.emit(m);
+        next.received();
+      };
+      // Consecutive per-message steps (map, validate, filter, ...) run as one operator.
+      const stage = perMessageStage(op);
+      if (stage) {
+        fused.push({ ...stage, after });
+        return;
+      }
+      flushFused();
+      stream = stream.pipe(op, tap(after));
+    });
+    flushFused();
+    stream = stream.pipe(output);
 
     // Dead-letter flow.
     let dlqStream: Observable<Msg>;

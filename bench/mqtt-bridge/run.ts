@@ -9,7 +9,9 @@
  *   runner    pipelines/mqtt-bridge.yaml (map, validate, map, filter -> kafka, acks=all), isolated
  *             from everything else on the shared stack as lib.ts `benchPipeline` says
  *   minimal   the same mqtt input and kafka output, no processors
- *   bare      bench/mqtt-bridge/bare.ts: mqtt.js + kafkajs passing messages straight through
+ *   bare      bench/mqtt-bridge/bare.ts: mqtt.js + the same Kafka client passing messages straight through
+ *   /<client> the Kafka client of the bridge: platformatic (@platformatic/kafka, the default, as the
+ *             project pipelines write) or kafkajs
  *   @<rate>   the simulator publishes at this fixed rate (msg/s); without it, as fast as the broker
  *             acknowledges, with at most --sim-in-flight publishes awaiting their PUBACK
  *
@@ -76,9 +78,9 @@ const { values: args } = parseArgs({
 if (args.help) {
   process.stdout.write(`Usage: node --import tsx bench/mqtt-bridge/run.ts [options]
 
-  --phases <list>        <bridge>[/<client>][@<rate>], bridge runner|minimal|bare, client kafkajs
-                         (default) or platformatic (the kafka output's client; bare uses the same
-                         library), e.g. runner/platformatic@2000; latency, latency-minimal,
+  --phases <list>        <bridge>[/<client>][@<rate>], bridge runner|minimal|bare, client platformatic
+                         (default, as in pipelines/mqtt-bridge.yaml) or kafkajs (the kafka output's
+                         client; bare uses the same library), e.g. runner/kafkajs@2000; latency, latency-minimal,
                          latency-bare = runner@R, minimal@R, bare@R with R = --rate
                          (default runner,minimal,bare,latency,latency-minimal,latency-bare)
   --rate <msg/s>         rate of the latency phases (default 2000)
@@ -127,7 +129,7 @@ const PHASES: Phase[] = args.phases!.split(',').filter(Boolean).map((text) => {
   const name = ALIASES[text.trim()] ?? text.trim();
   const m = /^(runner|minimal|bare)(?:\/(kafkajs|platformatic))?(?:@(\d+))?$/.exec(name);
   if (!m) throw new Error(`phase ${text}: expected runner|minimal|bare[/kafkajs|/platformatic][@<rate>], latency, latency-minimal or latency-bare`);
-  return { name, bridge: m[1] as BridgeKind, client: (m[2] ?? 'kafkajs') as Phase['client'], rate: Number(m[3] ?? 0) };
+  return { name, bridge: m[1] as BridgeKind, client: (m[2] ?? 'platformatic') as Phase['client'], rate: Number(m[3] ?? 0) };
 });
 
 const log = (line: string) => process.stderr.write(`${new Date().toISOString().slice(11, 23)} ${line}\n`);
@@ -424,7 +426,7 @@ for (const { name } of PHASES) {
   );
 }
 for (const client of ['kafkajs', 'platformatic']) {
-  const suffix = client === 'kafkajs' ? '' : `/${client}`;
+  const suffix = client === 'platformatic' ? '' : `/${client}`;
   const bare = median(valid(`bare${suffix}`).map((r) => r.throughput));
   for (const name of ['runner', 'minimal']) {
     const tp = median(valid(`${name}${suffix}`).map((r) => r.throughput));

@@ -1,7 +1,7 @@
 import { Type } from '@sinclair/typebox';
 import { RunnerError } from '../../core/errors.ts';
 import { LATER, compileExpression, compileTemplate } from '../../core/expression.ts';
-import { type Msg, withValue } from '../../core/message.ts';
+import { type Msg, copyRecord, withValue } from '../../core/message.ts';
 import { defineProcessor } from '../../core/operator.ts';
 import { perMessage } from '../../core/processor.ts';
 import { Expr, Obj, OnInvalid, Template } from '../../core/schema.ts';
@@ -57,12 +57,12 @@ export const map = defineProcessor({
       }
       let meta = msg.meta;
       if (metaExprs.length) {
-        meta = { ...msg.meta };
+        meta = copyRecord(msg.meta);
         for (const [name, e] of metaExprs) meta[name] = await e.evaluate(next);
       }
       let headers = msg.headers;
       if (headerTmpls.length) {
-        headers = { ...msg.headers };
+        headers = copyRecord(msg.headers);
         for (const [name, t] of headerTmpls) headers[name] = await t.evaluate(next);
       }
       return withValue(msg, value, { key, meta, headers });
@@ -72,7 +72,8 @@ export const map = defineProcessor({
       const value = keepValue ? msg.value : expr.now(msg);
       if (value === LATER) return LATER;
       if (value === undefined) throw new RunnerError('EXPRESSION_FAILED', `expression ${JSON.stringify(cfg.expression)} produced no value`);
-      const next = { ...msg, value };
+      // The expressions below see the new value; with `$` that is the message as it is (no copy).
+      const next = value === msg.value ? msg : { ...msg, value };
       let key = msg.key;
       if (keyExpr) {
         const k = keyExpr.now(next);
@@ -81,7 +82,7 @@ export const map = defineProcessor({
       }
       let meta = msg.meta;
       if (metaExprs.length) {
-        meta = { ...msg.meta };
+        meta = copyRecord(msg.meta);
         for (const [name, e] of metaExprs) {
           const v = e.now(next);
           if (v === LATER) return LATER;
@@ -90,14 +91,14 @@ export const map = defineProcessor({
       }
       let headers = msg.headers;
       if (headerTmpls.length) {
-        headers = { ...msg.headers };
+        headers = copyRecord(msg.headers);
         for (const [name, t] of headerTmpls) {
           const v = t.now(next);
           if (v === LATER) return LATER;
           headers[name] = v;
         }
       }
-      return withValue(msg, value, { key, meta, headers });
+      return { ...msg, key, meta, headers, value };
     };
     return perMessage(ctx, (msg) => {
       const out = evaluateNow(msg);

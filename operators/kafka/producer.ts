@@ -81,6 +81,17 @@ function platformaticProducer(cfg: KafkaConnection, compression: Compression): R
   /** One write at a time (see the header comment). */
   let last: Promise<unknown> = Promise.resolve();
   const toBuffer = (v: Buffer | string | null | undefined): Buffer | undefined => (v === null || v === undefined ? undefined : Buffer.isBuffer(v) ? v : Buffer.from(v));
+  // Header names are the same few on every record: their bytes are made once (the client copies
+  // them into the request and never changes them).
+  const names = new Map<string, Buffer>();
+  const nameBytes = (k: string): Buffer => {
+    let b = names.get(k);
+    if (b === undefined) {
+      if (names.size >= 1_000) names.clear();
+      names.set(k, (b = Buffer.from(k)));
+    }
+    return b;
+  };
   return {
     // The client connects on its first request; asking for the cluster's brokers checks that it can.
     connect: async () => {
@@ -91,7 +102,12 @@ function platformaticProducer(cfg: KafkaConnection, compression: Compression): R
       for (const { topic, messages: records } of topicMessages) {
         for (const r of records) {
           const headers = new Map<Buffer, Buffer>();
-          if (r.headers) for (const [k, v] of Object.entries(r.headers)) if (v !== undefined) headers.set(Buffer.from(k), toBuffer(v as Buffer | string)!);
+          if (r.headers) {
+            for (const k in r.headers) {
+              const v = r.headers[k];
+              if (v !== undefined) headers.set(nameBytes(k), toBuffer(v as Buffer | string)!);
+            }
+          }
           messages.push({ topic, key: toBuffer(r.key), value: toBuffer(r.value), headers });
         }
       }
