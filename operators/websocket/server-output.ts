@@ -105,6 +105,8 @@ interface Client {
   probes: [number, number][];
   /** Sequence number of the first broadcast message not yet written to this client. */
   nextSeq: number;
+  /** A probe is to go with the next write of frames to this client (one system call for both). */
+  probeDue: boolean;
 }
 
 const subscriptionKey = (topics: Iterable<string> | null, devices: Iterable<string> | null) =>
@@ -246,7 +248,7 @@ export const websocketServer = defineOutput({
         const devices = parseList(query.devices);
         const unknown = unknownTopics(topics ?? []);
         if (unknown.length) return refuse(socket, 1008, `unknown topic ${unknown.join(', ')}; known: ${cfg.topics.join(', ')}`, 'unknown_topic');
-        const client: Client = { socket, topics: topics ? new Set(topics) : null, devices: devices ? new Set(devices) : null, subscription: subscriptionKey(topics ?? null, devices ?? null), alive: true, windowStart: Date.now(), windowCount: 0, written: 0, confirmed: 0, probed: 0, probes: [], nextSeq: endSeq() };
+        const client: Client = { socket, topics: topics ? new Set(topics) : null, devices: devices ? new Set(devices) : null, subscription: subscriptionKey(topics ?? null, devices ?? null), alive: true, windowStart: Date.now(), windowCount: 0, written: 0, confirmed: 0, probed: 0, probes: [], nextSeq: endSeq(), probeDue: false };
         clients.add(client);
         m.clients.inc(labels);
         socket.on('pong', (data: Buffer) => {
@@ -254,8 +256,9 @@ export const websocketServer = defineOutput({
           if (data.length !== 8) return;
           // A probe's answer: the client has read everything written before that probe.
           const offset = data.readDoubleBE(0);
-          if (!(offset <= client.written) || offset <= client.confirmed) return;
-          client.confirmed = offset;
+          if (!(offset <= client.written)) return;
+          // (A heartbeat's probe may repeat an offset already confirmed: it is answered all the same.)
+          if (offset > client.confirmed) client.confirmed = offset;
           while (client.probes.length && client.probes[0]![0] <= offset) client.probes.shift();
         });
         socket.on('close', () => {
@@ -350,10 +353,23 @@ export const websocketServer = defineOutput({
       setTimeout(() => c.socket.terminate(), 1000).unref();
     };
     const probe = (c: Client, raw: import('node:net').Socket) => {
+      c.probeDue = false;
       c.written += PROBE_BYTES;
       c.probed = c.written;
       c.probes.push([c.written, Date.now()]);
       raw.write(probeFrame(c.written));
+    };
+    /**
+     * A probe for `c`: with its next frames while the writer is busy (one system call for both,
+     * rather than a burst of writes of its own for every client each interval), else now.
+     */
+    const requestProbe = (c: Client) => {
+      if (pass || frames.length) {
+        c.probeDue = true;
+        return;
+      }
+      const raw = rawSocket(c.socket);
+      if (raw) probe(c, raw);
     };
     const probeTimer = setInterval(() => {
       // After this turn's I/O (setImmediate runs after the poll phase): pongs that arrived while the
@@ -366,9 +382,7 @@ export const websocketServer = defineOutput({
             disconnectSlow(c, 'max_lag', { lag_ms: now - oldest[1], unread: c.written - c.confirmed });
             continue;
           }
-          if (c.written === c.probed) continue;
-          const raw = rawSocket(c.socket);
-          if (raw) probe(c, raw);
+          if (c.written !== c.probed) requestProbe(c);
         }
       });
     }, probeIntervalMs);
@@ -382,7 +396,8 @@ export const websocketServer = defineOutput({
           continue;
         }
         c.alive = false;
-        c.socket.ping();
+        // A probe is a ping: its pong (any pong) marks the client alive.
+        requestProbe(c);
       }
     }, heartbeatMs);
     heartbeat.unref();
@@ -459,9 +474,12 @@ export const websocketServer = defineOutput({
           group = { buf: mine.length === 0 ? null : mine.length === 1 ? mine[0]!.frame : Buffer.concat(mine.map((p) => p.frame)), count: mine.length };
           shared.set(key, group);
         }
-        if (!group.buf) continue;
         const raw = rawSocket(c.socket);
         if (!raw) continue;
+        if (!group.buf) {
+          if (c.probeDue) probe(c, raw);
+          continue;
+        }
         if (c.written - c.confirmed > maxUnread) {
           disconnectSlow(c, 'max_unread_bytes', { unread: c.written - c.confirmed, buffered: raw.writableLength }, group.count);
           continue;
@@ -470,9 +488,17 @@ export const websocketServer = defineOutput({
           disconnectSlow(c, 'max_buffered_bytes', { unread: c.written - c.confirmed, buffered: raw.writableLength }, group.count);
           continue;
         }
-        raw.write(group.buf);
-        c.written += group.buf.length;
-        if (c.written - c.probed >= probeEvery) probe(c, raw);
+        if (c.probeDue || c.written + group.buf.length - c.probed >= probeEvery) {
+          // Frames and probe in one writev.
+          raw.cork();
+          raw.write(group.buf);
+          c.written += group.buf.length;
+          probe(c, raw);
+          raw.uncork();
+        } else {
+          raw.write(group.buf);
+          c.written += group.buf.length;
+        }
         sent += group.count;
       }
       if (sent) m.sent.inc(labels, sent);
@@ -488,8 +514,15 @@ export const websocketServer = defineOutput({
         frames = frames.slice(done);
         firstSeq = low;
       }
-      // Messages that came during this pass, for the clients visited before they came.
+      // Messages that came during this pass, for the clients visited before they came (with the
+      // probes due since); or no more writes coming: the probes due go now.
       if (frames.length) startPass();
+      else
+        for (const c of clients) {
+          if (!c.probeDue) continue;
+          const raw = rawSocket(c.socket);
+          if (raw) probe(c, raw);
+        }
     };
 
     const broadcast = async (msg: Msg): Promise<Msg | null> => {
