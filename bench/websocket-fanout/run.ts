@@ -15,8 +15,9 @@
  * (bench-wsfan-<id>-heatpump-realtime, -energy-realtime, -dead-letter) and a consumer group of its
  * own, started as `node bin/runner.mjs start <copy>` with REALTIME_PORT=0 (the port is read from the
  * `websocket server listening` log line) and RUNNER_HTTP_PORT on a free port. The clients run in
- * --client-procs child processes (this file with --worker), so that receiving does not share one
- * event loop; they connect before anything is produced and subscribe to the heat-pump topic. The
+ * --client-procs child processes (this file with --worker; default 2: on a 2-core machine 4 or 8
+ * processes made the clients' own scheduling part of the latency), so that receiving does not share
+ * one event loop; they connect before anything is produced and subscribe to the heat-pump topic. The
  * producer (kafkajs, in this process) sends R messages a second in ticks of 10 ms, each with
  * `bench_ts` (ms) in the payload and the same value as the record timestamp (CreateTime); the
  * clients read `bench_ts` from the frame (the frame carries the value, not the Kafka timestamp).
@@ -34,7 +35,8 @@
  *             once: the runner's RSS with its recent window full (recent.max_bytes) and while it
  *             answers, messages kept and evicted.
  *
- * RUNNER_NODE_ARGS adds node flags to the runner, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`.
+ * RUNNER_NODE_ARGS adds node flags to the runner, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`;
+ * CLIENT_NODE_ARGS to the client processes.
  *
  * Output: a Markdown table on stdout, a log on stderr, results.json and the runner's log under the
  * OS temp folder (or --out).
@@ -65,7 +67,7 @@ const { values: args } = parseArgs({
     rate: { type: 'string', default: '200' },
     duration: { type: 'string', default: '40s' },
     devices: { type: 'string', default: '50' },
-    'client-procs': { type: 'string', default: '4' },
+    'client-procs': { type: 'string', default: '2' },
     phases: { type: 'string', default: 'healthy,slow' },
     'slow-clients': { type: 'string', default: '10' },
     'trickle-bytes': { type: 'string', default: '2048' },
@@ -114,7 +116,8 @@ async function worker() {
   const KEY = Buffer.from('"bench_ts":');
   const onFrame = (i: number, data: Buffer) => {
     const now = Date.now();
-    const at = data.indexOf(KEY);
+    // bench_ts is the last field of the value: search from the end.
+    const at = data.lastIndexOf(KEY);
     if (at < 0) return;
     let ts = 0;
     for (let p = at + KEY.length; p < data.length; p++) {
@@ -277,7 +280,7 @@ interface PhaseResult {
   per_client_min: number;
   per_client_max: number;
   latency_ms: { p50: number; p90: number; p99: number; p999: number; max: number };
-  /** The runner's share: a message's age when written to the sockets (histogram bucket bounds, ms). */
+  /** The runner's share: a message's age when written to the last client's socket (histogram bucket bounds, ms). */
   runner_age_ms: { p50: number; p99: number };
   /** The producer's share: produce request to Kafka's acknowledgement (acks 1), ms. */
   produce_ack_ms: { p50: number; p99: number };
@@ -377,11 +380,12 @@ async function phase(name: string, id: string, out: string, admin: kafkajs.Admin
     log(`${name}: runner ready (ws port ${wsPort}); connecting ${reading} reading client(s) in ${PROCS} process(es)${slow ? ` and ${slow} slow ones (${Math.ceil(slow / 2)} never read, ${Math.floor(slow / 2)} read ${TRICKLE} bytes/s)` : ''}`);
 
     // Clients.
+    const clientNodeArgs = (process.env.CLIENT_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
     const connected: Promise<number>[] = [];
     const reports: Promise<WorkerReport>[] = [];
     for (let w = 0; w < PROCS; w++) {
       const count = Math.floor(reading / PROCS) + (w < reading % PROCS ? 1 : 0);
-      const child = spawn(process.execPath, ['--import', 'tsx', SELF, '--worker', '--url', url, '--count', String(count)], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      const child = spawn(process.execPath, [...clientNodeArgs, '--import', 'tsx', SELF, '--worker', '--url', url, '--count', String(count)], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
       workers.push(child);
       connected.push(new Promise((res, rej) => {
         child.on('message', (m: { type: string; connected?: number }) => m.type === 'connected' && res(m.connected!));
@@ -558,6 +562,8 @@ async function phase(name: string, id: string, out: string, admin: kafkajs.Admin
     for (const t of trickleTimers) clearInterval(t);
     for (const ws of slowSockets) ws.terminate();
     await producer.disconnect().catch(() => undefined);
+    // They exit on their own after reporting (and write a profile if CLIENT_NODE_ARGS asks for one).
+    await Promise.race([Promise.all(workers.map((w) => (w.exitCode === null ? new Promise((r) => w.once('exit', r)) : null))), sleep(5000)]);
     for (const w of workers) if (w.exitCode === null) w.kill('SIGKILL');
     await stopChild(runner);
     logStream.end();
@@ -709,7 +715,7 @@ async function main() {
   }
   const f = (x: number) => (Number.isFinite(x) ? x.toLocaleString('en-US') : '-');
   console.log(`\n${config.clients} clients, ${config.rate} msg/s for ${config.duration}, ${config.client_procs} client processes; machine ${machine.nproc} cores, ${machine.mem_gib} GiB, Node ${machine.node}\n`);
-  console.log('| phase | msg produced | broadcast by the runner | frames received / expected | per client min-max | latency p50 / p99 / max ms | age at write p50 / p99 ms (runner) | runner peak RSS | runner CPU | clients CPU | machine busy | load 1m | slow disconnects / dropped | slow client |');
+  console.log('| phase | msg produced | broadcast by the runner | frames received / expected | per client min-max | latency p50 / p99 / max ms | age at the last client's write p50 / p99 ms (runner, bucket bound) | runner peak RSS | runner CPU | clients CPU | machine busy | load 1m | slow disconnects / dropped | slow client |');
   console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const r of results) {
     const pct = ((r.frames_received / r.frames_expected) * 100).toFixed(2);
