@@ -715,7 +715,7 @@ async function main() {
   }
   const f = (x: number) => (Number.isFinite(x) ? x.toLocaleString('en-US') : '-');
   console.log(`\n${config.clients} clients, ${config.rate} msg/s for ${config.duration}, ${config.client_procs} client processes; machine ${machine.nproc} cores, ${machine.mem_gib} GiB, Node ${machine.node}\n`);
-  console.log('| phase | msg produced | broadcast by the runner | frames received / expected | per client min-max | latency p50 / p99 / max ms | age at the last client's write p50 / p99 ms (runner, bucket bound) | runner peak RSS | runner CPU | clients CPU | machine busy | load 1m | slow disconnects / dropped | slow client |');
+  console.log('| phase | msg produced | broadcast by the runner | frames received / expected | per client min-max | latency p50 / p99 / max ms | age at the last write p50 / p99 ms (runner, bucket bound) | runner peak RSS | runner CPU | clients CPU | machine busy | load 1m | slow disconnects / dropped | slow client |');
   console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const r of results) {
     const pct = ((r.frames_received / r.frames_expected) * 100).toFixed(2);
