@@ -127,6 +127,31 @@ export class StageObserver {
   }
 }
 
+/**
+ * Mosquitto's message store ($SYS/broker/store/messages/count and bytes, retained): with
+ * persistence on, the broker writes all of it every autosave_interval and serves no client meanwhile,
+ * so a large store shows as a stall of the whole loop once per interval. null if not answered in 3 s.
+ */
+export async function mosquittoStore(mqttUrl: string, clientId: string): Promise<{ messages: number; bytes: number } | null> {
+  const c = await mqtt.connectAsync(mqttUrl, { clientId, clean: true, reconnectPeriod: 0, connectTimeout: 5000 });
+  try {
+    const got: { messages?: number; bytes?: number } = {};
+    const done = new Promise<void>((resolve) => {
+      c.on('message', (topic, payload) => {
+        const v = Number(payload.toString('utf8'));
+        if (topic.endsWith('/count')) got.messages = v;
+        else if (topic.endsWith('/bytes')) got.bytes = v;
+        if (got.messages !== undefined && got.bytes !== undefined) resolve();
+      });
+    });
+    await c.subscribeAsync(['$SYS/broker/store/messages/count', '$SYS/broker/store/messages/bytes'], { qos: 0 });
+    await Promise.race([done, new Promise((r) => setTimeout(r, 3000))]);
+    return got.messages !== undefined && got.bytes !== undefined ? { messages: got.messages, bytes: got.bytes } : null;
+  } finally {
+    await c.endAsync().catch(() => undefined);
+  }
+}
+
 function push<T>(m: Map<string, T[]>, k: string, v: T) {
   let a = m.get(k);
   if (!a) m.set(k, (a = []));

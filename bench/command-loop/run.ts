@@ -61,7 +61,7 @@ import { createTestDatabase, type TestDatabase } from '../../tests/helpers/postg
 import { MQTT_URL, ROOT, RunnerProcess, bridgePipeline, createTopics, deleteTopics, dropMqttSession, kafkaClient, uniqueId, within } from '../../tests/e2e/mqtt-bridge-harness.ts';
 import { isolatedPipeline } from '../../tests/e2e/sink-harness.ts';
 import { isSeq, isMap, parseDocument } from 'yaml';
-import { PgSampler, StageObserver, epochMs, type StageDurations } from './observe.ts';
+import { PgSampler, StageObserver, epochMs, mosquittoStore, type StageDurations } from './observe.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -508,6 +508,9 @@ async function main() {
         await sleep(250);
       }
       log(`loop ready at ${started.base.href}; ${DEVICES} devices reporting; latency phase: ${COMMANDS} commands, ${RATE > 0 ? `${RATE}/s` : 'sequential per device'} ...`);
+      const store = await mosquittoStore(MQTT_URL, `bench-store-${id}`).catch(() => null);
+      results.mosquitto_store = store;
+      log(store ? `Mosquitto store: ${store.messages} messages, ${(store.bytes / 2 ** 20).toFixed(0)} MB (with persistence, written in one go every autosave_interval: a stall of the broker)` : 'Mosquitto store: unknown ($SYS not answered)');
       const observer = await StageObserver.start({ mqttUrl: MQTT_URL, prefix: bridge.mqttPrefix, kafka: kafkaClient(`bench-observer-${id}`), topic: bridge.kafkaTopic('homelab-heatpump-telemetry'), clientId: `bench-observer-${id}` });
       let r: Awaited<ReturnType<typeof latencyPhase>>;
       try {
