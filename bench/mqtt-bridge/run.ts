@@ -276,6 +276,8 @@ interface Result {
   latency: ReturnType<typeof latencyStats>;
   /** Highest RSS of the bridge (kernel high-water mark, MB). */
   peakRssMb: number | null;
+  /** The runner's own account (/metrics, every second) at its highest RSS sample: V8 heap and external memory, MB. */
+  memory: { rssMb: number; heapTotalMb: number; heapUsedMb: number; externalMb: number } | null;
   /** Average CPU of each process in the window, % of one core; others = the rest of the machine. */
   cpu: ReturnType<Sampler['cpuBetween']>;
   bridgeCpuUsPerMsg: number | null;
@@ -297,7 +299,23 @@ async function runPhase(phase: Phase, repeat: number): Promise<Result> {
   const loadBefore = loadavg();
   log(`[${repeat}] ${phase.name}: id ${id}, load ${loadBefore.join(' ')}, ${phase.rate ? `${phase.rate} msg/s` : 'as fast as acknowledged'} for ${DURATION_S} s`);
 
-  const bridge = startBridge(phase, id, dir, topics, await freePort());
+  const port = await freePort();
+  const bridge = startBridge(phase, id, dir, topics, port);
+  // What the runner's RSS is made of (its /metrics), sampled every second; kept at the RSS peak.
+  let memAtPeak: Result['memory'] = null;
+  const memTimer =
+    phase.bridge === 'bare'
+      ? null
+      : setInterval(() => {
+          fetch(`http://127.0.0.1:${port}/metrics`)
+            .then((r) => r.text())
+            .then((text) => {
+              const v = (name: string) => Number(new RegExp(`^runner_${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN) / 2 ** 20;
+              const m = { rssMb: v('process_resident_memory_bytes'), heapTotalMb: v('nodejs_heap_size_total_bytes'), heapUsedMb: v('nodejs_heap_size_used_bytes'), externalMb: v('nodejs_external_memory_bytes') };
+              if (Number.isFinite(m.rssMb) && (!memAtPeak || m.rssMb > memAtPeak.rssMb)) memAtPeak = m;
+            })
+            .catch(() => undefined);
+        }, 1_000);
   let sim: ReturnType<typeof simulate> | null = null;
   const sampler = new Sampler(bridge.child.pid!, () => ({
     bridge: bridge.child.pid ?? null,
@@ -324,6 +342,7 @@ async function runPhase(phase: Phase, repeat: number): Promise<Result> {
     }
     hwmKb = memory(bridge.child.pid!)?.hwmKb ?? null;
   } finally {
+    if (memTimer) clearInterval(memTimer);
     sampler.stop();
     await stop(bridge.child, phase.bridge);
     if (sim) await stop(sim.child, 'simulator');
@@ -369,6 +388,7 @@ async function runPhase(phase: Phase, repeat: number): Promise<Result> {
     deadLettered,
     latency: latencyStats(records.filter((r) => r.publishMs >= winStart && r.publishMs <= pubEnd).map((r) => r.appendMs - r.publishMs)),
     peakRssMb: kbToMb(Math.max(hwmKb ?? 0, sampler.peakRssKb() ?? 0) || null),
+    memory: memAtPeak,
     cpu: sampler.cpuBetween(winStart, pubEnd),
     bridgeCpuUsPerMsg: null,
     load: { before: loadBefore, after: loadAfter },
@@ -391,7 +411,9 @@ function describe(r: Result): string {
   return (
     `${r.phase}${r.invalid ? ` INVALID: ${r.invalid}` : ''}: ${f0(r.throughput)} msg/s into Kafka (per second median ${f0(r.perSecond.median)}, min ${f0(r.perSecond.min)}), ` +
     `published ${f0(r.simulator.acked / DURATION_S)} msg/s, backlog at end ${r.backlogAtEnd}; latency p50 ${f0(l.p50)} p99 ${f0(l.p99)} max ${f0(l.max)} ms; ` +
-    `${r.records} records, ${r.duplicates} duplicates, ${r.missing} missing, ${r.deadLettered} dead-lettered; peak RSS ${r.peakRssMb} MB; ` +
+    `${r.records} records, ${r.duplicates} duplicates, ${r.missing} missing, ${r.deadLettered} dead-lettered; peak RSS ${r.peakRssMb} MB` +
+    (r.memory ? ` (at ${f0(r.memory.rssMb)} MB: V8 heap ${f0(r.memory.heapTotalMb)} MB, ${f0(r.memory.heapUsedMb)} used; external ${f0(r.memory.externalMb)} MB)` : '') +
+    '; ' +
     `bridge ${f0(r.bridgeCpuUsPerMsg)} µs CPU/msg; cpu ${cpu}`
   );
 }

@@ -115,7 +115,9 @@ export const kafka = defineOutput({
     const where = describeBrokers(cfg);
     const log = ctx.logger;
     const client = kafkaClient(cfg, log);
-    const codecsReady = registerCodecs();
+    // kafkajs needs plug-ins for snappy, lz4 and zstd; @platformatic/kafka has its own codecs, and
+    // none/gzip need none. Not loaded otherwise: zstd's WebAssembly memory alone is ~16 MB.
+    const codecsReady = cfg.client === 'kafkajs' && cfg.compression !== 'none' && cfg.compression !== 'gzip' ? registerCodecs() : Promise.resolve();
     const newProducer = () => createProducer(cfg.client, cfg, cfg.compression, COMPRESSION[cfg.compression], log);
     let producer: RecordProducer = newProducer();
     const admin: Admin = client.admin();
