@@ -68,6 +68,9 @@ const config = Obj({
 
 const LAG_METRIC = 'runner_kafka_consumer_lag';
 
+/** Queued messages handed out in one turn of the event loop at most. */
+const DRAIN_CHUNK = 250;
+
 /** The lag gauge, shared by every kafka input of the process (one registry, one metric). */
 function lagGauge(registry: Registry): Gauge<'pipeline' | 'component' | 'topic' | 'partition'> {
   const existing = registry.getSingleMetric(LAG_METRIC);
@@ -325,21 +328,23 @@ export const kafka = defineInput({
         messages: KafkaMessage[];
         at: number;
         draining: boolean;
-        scheduled: boolean;
       }
       const queues = new Map<string, Queued>();
       const dropQueue = (topic: string, partition: number) => queues.delete(partitionKey(topic, partition));
 
       /** Hand out queued messages while the partition's window has room. */
-      const drain = async (q: Queued): Promise<void> => {
-        if (q.draining) return;
+      const drain = async (q: Queued, limit: number): Promise<number> => {
+        if (q.draining) return 0;
         q.draining = true;
         const { topic, partition } = q;
         const key = partitionKey(topic, partition);
         const current = () => queues.get(key) === q && !stopped && !closed && !subscriber.closed;
         let next: number | null = null;
+        const from = q.at;
+        const chunkEnd = q.at + limit;
         try {
           while (q.at < q.messages.length && current()) {
+            if (q.at >= chunkEnd) break;
             if (tracker.inFlight(topic, partition) >= cfg.max_in_flight) break;
             if (bytesFull()) {
               waitingForBytes.add(key);
@@ -400,6 +405,35 @@ export const kafka = defineInput({
         if (next !== null) gauge.set(labels(topic, partition), Math.max(0, q.highWatermark - next));
         if (q.at >= q.messages.length && queues.get(key) === q) queues.delete(key);
         refill(topic, partition);
+        return q.at - from;
+      };
+
+      /**
+       * Queues waiting to be drained, served in turns of the event loop, at most DRAIN_CHUNK
+       * messages per turn for all partitions together: a backlog goes out in slices, and I/O
+       * that arrives meanwhile (the database's answer to the output's write, a fetch, an HTTP
+       * request) is served between them instead of after every queue.
+       */
+      const wanting = new Set<Queued>();
+      let drainTurn = false;
+      const requestDrain = (q: Queued) => {
+        wanting.add(q);
+        if (drainTurn) return;
+        drainTurn = true;
+        setImmediate(() => void drainSome());
+      };
+      const drainSome = async () => {
+        drainTurn = false;
+        let budget = DRAIN_CHUNK;
+        const turn = [...wanting];
+        wanting.clear();
+        for (const q of turn) {
+          if (budget <= 0) {
+            requestDrain(q);
+            continue;
+          }
+          budget -= await drain(q, budget);
+        }
       };
 
       /** After an ack, a drain or a rebalance: hand out what is queued, or fetch again once the window is half empty. */
@@ -409,13 +443,10 @@ export const kafka = defineInput({
         if (q) {
           // Woken when the bytes in flight fall under half the limit.
           if (bytesFull()) waitingForBytes.add(key);
-          else if (!q.scheduled && !q.draining && tracker.inFlight(topic, partition) < cfg.max_in_flight && !stopped && !closed) {
-            // Once the acks of this turn are in, not from inside the ack (the output is mid-emission).
-            q.scheduled = true;
-            queueMicrotask(() => {
-              q.scheduled = false;
-              void drain(q);
-            });
+          else if (!q.draining && tracker.inFlight(topic, partition) < cfg.max_in_flight && !stopped && !closed) {
+            // In a later turn, not from inside the ack (the output is mid-emission): whatever the
+            // acks started (the output's next write) goes first, then the next messages.
+            requestDrain(q);
           }
           return;
         }
@@ -439,11 +470,11 @@ export const kafka = defineInput({
           q.messages = q.messages.slice(q.at).concat(batch.messages);
           q.at = 0;
           q.highWatermark = hw;
-        } else queues.set(key, { topic, partition, highWatermark: hw, messages: batch.messages, at: 0, draining: false, scheduled: false });
+        } else queues.set(key, { topic, partition, highWatermark: hw, messages: batch.messages, at: 0, draining: false });
         // kafkajs fetches from after the queued messages next time; the partition pauses until they are out.
         resolveOffset(batch.messages[batch.messages.length - 1]!.offset);
         pause(topic, partition, 'full');
-        await drain(queues.get(key)!);
+        requestDrain(queues.get(key)!);
       };
 
       const runConfig: ConsumerRunConfig = { autoCommit: false, eachBatchAutoResolve: false, partitionsConsumedConcurrently: 1, eachBatch };

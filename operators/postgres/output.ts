@@ -1,11 +1,9 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { sleeper } from '../../core/timers.ts';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { Type } from '@sinclair/typebox';
 import copyStreams from 'pg-copy-streams';
-import { EMPTY, type Observable, catchError, concat, defer, from, mergeMap } from 'rxjs';
+import { EMPTY, type Observable, catchError, concat, defer, from, map, mergeMap } from 'rxjs';
 import { batch } from '../../core/batch.ts';
 import { parseDuration } from '../../core/duration.ts';
 import { RunnerError, errorMessage } from '../../core/errors.ts';
@@ -53,7 +51,7 @@ const config = Obj({
   mode: Type.Union([Type.Literal('copy'), Type.Literal('upsert')], {
     default: 'upsert',
     description:
-      '`copy`: plain `COPY table FROM STDIN` (fastest; a row that collides with a unique key is rejected, so a batch written again after a crash dead-letters its duplicates). `upsert`: COPY into a temporary staging table, then `INSERT ... SELECT ... ON CONFLICT` as `conflict` says (idempotent: writing a batch twice changes nothing).',
+      '`copy`: plain `COPY table FROM STDIN` (fastest; a row that collides with a unique key is rejected, so a batch written again after a crash dead-letters its duplicates). `upsert`: COPY into a temporary staging table (one per connection, emptied at every commit), then `INSERT ... SELECT ... ON CONFLICT` as `conflict` says (idempotent: writing a batch twice changes nothing).',
   }),
   conflict: Obj(
     {
@@ -126,20 +124,57 @@ class SourceJson {
 /** No extra variables: one shared object instead of a new `{}` per column per row. */
 const NO_EXTRA: Record<string, unknown> = Object.freeze({}) as Record<string, unknown>;
 
-function copyValue(v: unknown): string {
-  return v instanceof SourceJson ? escapeCopyText(v.bytes.toString('utf8')) : copyTextValue(v);
-}
-
-/** COPY text of rows, one line each (with an extra `seq` column of the row's index when asked). */
-function copyText(rows: readonly Row[], withSeq: boolean): string {
-  const parts: string[] = new Array(rows.length);
+/**
+ * COPY text of rows as one buffer, one line each (with an extra `seq` column of the row's index
+ * when asked). Text goes into the buffer as it is built; a record's own JSON (`SourceJson`) is
+ * copied byte for byte unless it holds a character COPY escapes (a backslash, a tab or a line
+ * break between tokens), without decoding it to a string and encoding it again.
+ */
+export function copyPayload(rows: readonly Row[], withSeq: boolean): Buffer {
+  let buf = Buffer.allocUnsafe(Math.max(4096, rows.length * 256));
+  let off = 0;
+  const ensure = (n: number) => {
+    if (off + n <= buf.length) return;
+    const next = Buffer.allocUnsafe(Math.max(buf.length * 2, off + n));
+    buf.copy(next, 0, 0, off);
+    buf = next;
+  };
+  /** Text not yet in the buffer. */
+  let text = '';
+  const flushText = () => {
+    ensure(text.length * 3);
+    off += buf.write(text, off, 'utf8');
+    text = '';
+  };
   for (let r = 0; r < rows.length; r++) {
     const values = rows[r]!.values;
-    let line = values.length ? copyValue(values[0]) : '';
-    for (let i = 1; i < values.length; i++) line += `\t${copyValue(values[i])}`;
-    parts[r] = withSeq ? `${line}\t${r}\n` : `${line}\n`;
+    for (let i = 0; i < values.length; i++) {
+      if (i > 0) text += '\t';
+      const v = values[i];
+      if (v instanceof SourceJson) {
+        const bytes = v.bytes;
+        if (needsCopyEscape(bytes)) text += escapeCopyText(bytes.toString('utf8'));
+        else {
+          if (text.length) flushText();
+          ensure(bytes.length);
+          off += bytes.copy(buf, off);
+        }
+      } else text += copyTextValue(v);
+    }
+    text += withSeq ? `\t${r}\n` : '\n';
+    if (text.length > 8192) flushText();
   }
-  return parts.join('');
+  if (text.length) flushText();
+  return buf.subarray(0, off);
+}
+
+/** A backslash, tab, line feed or carriage return in the bytes (UTF-8 never has them inside a multi-byte character). */
+function needsCopyEscape(bytes: Buffer): boolean {
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i]!;
+    if (b === 0x5c || b === 0x09 || b === 0x0a || b === 0x0d) return true;
+  }
+  return false;
 }
 
 function lintConfig(cfg: Cfg, schemasDir: string): LintIssue[] {
@@ -181,8 +216,10 @@ export function buildSql(cfg: Pick<Cfg, 'table' | 'columns' | 'mode' | 'conflict
     /** In DO UPDATE, rows of one batch with the same key go in separate statements, in order. */
     sequenced: update,
     copy: `COPY ${table} (${cols}) FROM STDIN`,
-    // Only the mapped columns, with their types, no constraints: NOT NULL and CHECK fail in the INSERT.
-    createStaging: `CREATE TEMP TABLE ${staging} ON COMMIT DROP AS SELECT ${cols}${update ? ', 0::integer AS runner_seq' : ''} FROM ${table} WITH NO DATA`,
+    // Only the mapped columns, with their types, no constraints: NOT NULL and CHECK fail in the
+    // INSERT. Created once per connection (not per batch: creating and dropping a table is catalog
+    // work and files for PostgreSQL every time); emptied at every commit.
+    createStaging: `CREATE TEMP TABLE IF NOT EXISTS ${staging} ON COMMIT DELETE ROWS AS SELECT ${cols}${update ? ', 0::integer AS runner_seq' : ''} FROM ${table} WITH NO DATA`,
     copyStaging: `COPY ${staging} (${cols}${update ? ', runner_seq' : ''}) FROM STDIN`,
     insert: `INSERT INTO ${table} (${cols}) SELECT ${cols} FROM ${staging} ${onConflict}`,
     maxPerKey: update ? `SELECT coalesce(max(n), 0)::integer AS n FROM (SELECT count(*) AS n FROM ${staging} GROUP BY ${keys.map(quoteIdent).join(', ')}) AS per_key` : '',
@@ -267,6 +304,8 @@ export const postgres = defineOutput({
     const checkColumns = [...new Set([...sql.names, ...cfg.conflict.keys, ...cfg.conflict.update_columns])];
     const pool = createPool(cfg.url, Math.max(cfg.max_connections, 1), (err) => log.warn({ err: safeUrl(errorMessage(err)) }, 'idle PostgreSQL connection failed'));
     let closed = false;
+    /** Connections that have the staging table of mode upsert. */
+    const staged = new WeakSet<object>();
 
     let ready: { ok: boolean; reason?: string } | null = null;
     const setReady = (ok: boolean, reason?: string) => {
@@ -332,13 +371,23 @@ export const postgres = defineOutput({
       return rows;
     };
 
-    const copyIn = async (client: import('pg').PoolClient, statement: string, text: string) => {
-      const stream = client.query(copyStreams.from(statement));
-      await pipeline(Readable.from([Buffer.from(text, 'utf8')]), stream);
-    };
+    /** One COPY ... FROM STDIN of `payload`; resolves once PostgreSQL has taken it (ReadyForQuery). */
+    const copyIn = (client: import('pg').PoolClient, statement: string, payload: Buffer) =>
+      new Promise<void>((resolve, reject) => {
+        const stream = client.query(copyStreams.from(statement));
+        stream.once('error', reject);
+        stream.once('finish', resolve);
+        stream.end(payload);
+      });
 
-    /** One transaction for `rows`; throws a RunnerError (WRITE_REJECTED for a bad row). */
-    const writeOnce = async (rows: Row[]): Promise<void> => {
+    /**
+     * One transaction for `rows` (`payload`: their COPY text, when built already); throws a
+     * RunnerError (WRITE_REJECTED for a bad row). Mode copy is one COPY statement on its own: a
+     * transaction by itself, committed when PostgreSQL answers it (no BEGIN and COMMIT round
+     * trips). Mode upsert copies into the connection's staging table (created at its first batch)
+     * and sends the INSERT with COMMIT as one query.
+     */
+    const writeOnce = async (rows: Row[], payload?: Buffer): Promise<void> => {
       if (closed) throw new RunnerError('WRITE_FAILED', 'the postgres output is closed', { retryable: true });
       if (!checked) await checkPassed;
       const doing = `writing ${rows.length} rows to ${cfg.table} at ${where}`;
@@ -357,25 +406,30 @@ export const postgres = defineOutput({
         log.warn({ err: safeUrl(errorMessage(err)) }, 'PostgreSQL connection failed during a write');
       };
       client.on('error', onError);
+      const text = payload ?? copyPayload(rows, sql.sequenced);
       try {
-        await client.query('BEGIN');
         if (cfg.mode === 'copy') {
-          await copyIn(client, sql.copy, copyText(rows, false));
+          await copyIn(client, sql.copy, text);
         } else {
-          await client.query(sql.createStaging);
-          await copyIn(client, sql.copyStaging, copyText(rows, sql.sequenced));
-          if (!sql.sequenced) await client.query(sql.insert);
+          if (staged.has(client)) await client.query('BEGIN');
+          else {
+            // Outside the transaction: a rolled-back batch does not take the staging table with it.
+            await client.query(`${sql.createStaging}; BEGIN`);
+            staged.add(client);
+          }
+          await copyIn(client, sql.copyStaging, text);
+          if (!sql.sequenced) await client.query(`${sql.insert}; COMMIT`);
           else {
             const generations: number = (await client.query(sql.maxPerKey)).rows[0].n;
             if (generations <= 1) await client.query(sql.insert);
             else for (let g = 1; g <= generations; g++) await client.query(sql.insertGeneration, [g]);
+            await client.query('COMMIT');
           }
         }
-        await client.query('COMMIT');
       } catch (err) {
         // A bad row leaves a healthy connection: roll back and reuse it. Anything else: drop it.
         discard = !isRowError(err);
-        if (!discard) await client.query('ROLLBACK').catch(() => (discard = true));
+        if (!discard && cfg.mode !== 'copy') await client.query('ROLLBACK').catch(() => (discard = true));
         throw toRunnerError(err, doing);
       } finally {
         client.removeListener('error', onError);
@@ -389,8 +443,8 @@ export const postgres = defineOutput({
      * bad row is split in halves, each written (and split) on its own, in order; a single bad row
      * is rejected with the database's error.
      */
-    const deliver$ = (rows: Row[]): Observable<Msg> =>
-      defer(() => from(writeOnce(rows))).pipe(
+    const deliver$ = (rows: Row[], payload?: Buffer): Observable<Msg> =>
+      defer(() => from(writeOnce(rows, payload))).pipe(
         retryWithBackoff({
           scheduler: ctx.scheduler,
           onRetry: (err, attempt, delayMs) => {
@@ -423,10 +477,24 @@ export const postgres = defineOutput({
     });
 
     const policy = { count: cfg.batching.count, byteSize: cfg.batching.byte_size, periodMs: parseDuration(cfg.batching.period) };
+    /**
+     * A batch's rows and COPY text, built as soon as the batch is complete: while the batch before
+     * it is still being written, so that PostgreSQL does not wait for this work between batches.
+     */
+    const prepareBatch = async (msgs: Msg[]): Promise<{ rows: Row[]; payload: Buffer | undefined }> => {
+      const rows = await prepare(msgs);
+      return { rows, payload: rows.length ? copyPayload(rows, sql.sequenced) : undefined };
+    };
     return (source) =>
       source.pipe(
         batch(policy, ctx.scheduler),
-        mergeMap((msgs) => defer(() => from(prepare(msgs))).pipe(mergeMap((rows) => (rows.length ? deliver$(rows) : EMPTY))), cfg.max_in_flight),
+        map((msgs) => {
+          const prepared = prepareBatch(msgs);
+          // Handled when its turn comes; not an unhandled rejection meanwhile.
+          prepared.catch(() => undefined);
+          return prepared;
+        }),
+        mergeMap((prepared) => from(prepared).pipe(mergeMap(({ rows, payload }) => (rows.length ? deliver$(rows, payload) : EMPTY))), cfg.max_in_flight),
       );
   },
 });
