@@ -416,6 +416,20 @@ export const kafka = defineInput({
        */
       const wanting = new Set<Queued>();
       let drainTurn = false;
+      /** Messages that may still go out in this turn; reset at the next one. */
+      let budget = DRAIN_CHUNK;
+      let budgetResets = false;
+      const drainWithin = async (q: Queued) => {
+        if (budget <= 0) return void requestDrain(q);
+        if (!budgetResets) {
+          budgetResets = true;
+          setImmediate(() => {
+            budget = DRAIN_CHUNK;
+            budgetResets = false;
+          });
+        }
+        budget -= await drain(q, budget);
+      };
       const requestDrain = (q: Queued) => {
         wanting.add(q);
         if (drainTurn) return;
@@ -424,16 +438,9 @@ export const kafka = defineInput({
       };
       const drainSome = async () => {
         drainTurn = false;
-        let budget = DRAIN_CHUNK;
         const turn = [...wanting];
         wanting.clear();
-        for (const q of turn) {
-          if (budget <= 0) {
-            requestDrain(q);
-            continue;
-          }
-          budget -= await drain(q, budget);
-        }
+        for (const q of turn) await drainWithin(q);
       };
 
       /** After an ack, a drain or a rebalance: hand out what is queued, or fetch again once the window is half empty. */
@@ -474,7 +481,10 @@ export const kafka = defineInput({
         // kafkajs fetches from after the queued messages next time; the partition pauses until they are out.
         resolveOffset(batch.messages[batch.messages.length - 1]!.offset);
         pause(topic, partition, 'full');
-        requestDrain(queues.get(key)!);
+        // Right away while this turn's budget lasts: a partition whose records all went out is
+        // resumed before kafkajs fetches again (a paused one would wait out that fetch's
+        // fetch_max_wait); the rest of a long queue goes out in later turns.
+        await drainWithin(queues.get(key)!);
       };
 
       const runConfig: ConsumerRunConfig = { autoCommit: false, eachBatchAutoResolve: false, partitionsConsumedConcurrently: 1, eachBatch };
