@@ -250,7 +250,7 @@ export const kafka = defineInput({
       const waitingForBytes = new Set<string>();
       const bytesFull = () => bytesLimit > 0 && bytesInFlight >= bytesLimit;
 
-      const toMsg = (topic: string, partition: number, m: KafkaMessage, highWatermark: number, token: OffsetToken): Msg => {
+      const toMsg = (topic: string, partition: number, m: KafkaMessage, highWatermark: number, token: OffsetToken, partKey: string): Msg => {
         const key = m.key ? m.key.toString('utf8') : null;
         const offset = Number(m.offset);
         const size = (m.value?.length ?? 0) + (m.key?.length ?? 0);
@@ -262,7 +262,7 @@ export const kafka = defineInput({
             waitingForBytes.clear();
             for (const k of waiting) {
               const q = queues.get(k);
-              if (q) refill(q.topic, q.partition);
+              if (q) refill(q.topic, q.partition, k);
             }
           }
           if (outcome.ok) tracker.done(token);
@@ -270,7 +270,7 @@ export const kafka = defineInput({
             const from = tracker.fail(token);
             if (from !== null && !closed) redeliver(topic, partition, from, outcome.error);
           }
-          refill(topic, partition);
+          refill(topic, partition, partKey);
         });
         const meta = {
           kafka_topic: topic,
@@ -345,7 +345,7 @@ export const kafka = defineInput({
         try {
           while (q.at < q.messages.length && current()) {
             if (q.at >= chunkEnd) break;
-            if (tracker.inFlight(topic, partition) >= cfg.max_in_flight) break;
+            if (tracker.inFlightOf(key) >= cfg.max_in_flight) break;
             if (bytesFull()) {
               waitingForBytes.add(key);
               break;
@@ -357,7 +357,7 @@ export const kafka = defineInput({
             next = offset + 1;
             // Already handed out before a re-fetch (after a rebalance): in flight or done, not again.
             if (!token) continue;
-            const msg = toMsg(topic, partition, m, q.highWatermark, token);
+            const msg = toMsg(topic, partition, m, q.highWatermark, token, key);
             if (registry) {
               try {
                 const decoded = await decodeWire(registry, m.value);
@@ -404,7 +404,7 @@ export const kafka = defineInput({
         }
         if (next !== null) gauge.set(labels(topic, partition), Math.max(0, q.highWatermark - next));
         if (q.at >= q.messages.length && queues.get(key) === q) queues.delete(key);
-        refill(topic, partition);
+        refill(topic, partition, key);
         return q.at - from;
       };
 
@@ -444,20 +444,19 @@ export const kafka = defineInput({
       };
 
       /** After an ack, a drain or a rebalance: hand out what is queued, or fetch again once the window is half empty. */
-      const refill = (topic: string, partition: number) => {
-        const key = partitionKey(topic, partition);
+      const refill = (topic: string, partition: number, key = partitionKey(topic, partition)) => {
         const q = queues.get(key);
         if (q) {
           // Woken when the bytes in flight fall under half the limit.
           if (bytesFull()) waitingForBytes.add(key);
-          else if (!q.draining && tracker.inFlight(topic, partition) < cfg.max_in_flight && !stopped && !closed) {
+          else if (!q.draining && tracker.inFlightOf(key) < cfg.max_in_flight && !stopped && !closed) {
             // In a later turn, not from inside the ack (the output is mid-emission): whatever the
             // acks started (the output's next write) goes first, then the next messages.
             requestDrain(q);
           }
           return;
         }
-        if (tracker.inFlight(topic, partition) <= resumeBelow) unpause(topic, partition, 'full');
+        if (tracker.inFlightOf(key) <= resumeBelow) unpause(topic, partition, 'full');
       };
 
       const eachBatch = async ({ batch, resolveOffset, isRunning, isStale }: EachBatchPayload) => {

@@ -230,7 +230,12 @@ export class OffsetTracker {
 
   /** Unfinished messages of a partition (for backpressure). */
   inFlight(topic: string, partition: number): number {
-    return this.trackers.get(partitionKey(topic, partition))?.inFlight ?? 0;
+    return this.inFlightOf(partitionKey(topic, partition));
+  }
+
+  /** `inFlight` by the partition's key (`partitionKey`), for callers that have it already. */
+  inFlightOf(key: string): number {
+    return this.trackers.get(key)?.inFlight ?? 0;
   }
 
   partitions(): TopicPartition[] {
