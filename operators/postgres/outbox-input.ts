@@ -9,11 +9,12 @@
  *   oldest unpublished event, oldest first, `FOR UPDATE SKIP LOCKED`. Holding the head row lock
  *   means owning the aggregate: another relay skips the locked head, and it never takes a later
  *   event of that aggregate either, because the claim only takes an event when no earlier event
- *   of its aggregate is unpublished (the head still is, until the owner commits). The owner then
- *   reads the following events of its aggregates (no extra lock needed) and emits them one after
- *   the other per aggregate: event n+1 only after event n is done, so a failing event holds back
- *   later events of its own aggregate and nothing else. When every emitted message has settled,
- *   the transaction marks the published rows, records failures and commits; the locks go with it.
+ *   of its aggregate is unpublished (the head still is, until the owner commits). The same
+ *   statement reads the following events of those aggregates (no extra lock needed); the owner
+ *   emits them one after the other per aggregate: event n+1 only after event n is done, so a
+ *   failing event holds back later events of its own aggregate and nothing else. When every
+ *   emitted message has settled, the transaction marks the published rows, records failures and
+ *   commits; the locks go with it.
  *   A crash (or a lost connection) rolls the transaction back: nothing is marked, another relay
  *   or the restart publishes the events again (at-least-once, with the event id as a header).
  *
@@ -249,7 +250,7 @@ export const postgresOutbox = defineInput({
     description: [
       'Each source is an outbox table with an id, aggregate id and type, event type, payload, creation time, optionally a correlation id and a headers column, and a published marker: a timestamp column that is NULL until published (`published_at`, `processed_at`, ...) or a boolean column. Each event becomes a message: the payload as value, the aggregate id as key, headers `event_id`, `event_type`, `aggregate_type` and `correlation_id` (only when the row has one) plus the headers column, and metadata `outbox_source`, `outbox_table`, `event_id`, `event_type`, `aggregate_id`, `aggregate_type`, `correlation_id`, `created_at` (ISO time) and `attempt` (1 for the first try).',
       '',
-      'Claiming: per source, a batch is one transaction. It locks the heads of aggregates (the oldest unpublished event of each, oldest first) with `FOR UPDATE SKIP LOCKED`, then reads the following events of those aggregates. Holding an aggregate\'s head row means owning the aggregate: another relay skips the locked head and never takes a later event of it, because an event is only claimed when no earlier event of its aggregate is unpublished. Within the batch, event n+1 of an aggregate is emitted only after event n is done. When every emitted message has settled, the transaction marks the published rows (`now()` or `true`), updates `relay_state` and commits, releasing the aggregates. Row locks rather than advisory locks on a hash of the aggregate id: no false sharing between aggregates, released by PostgreSQL on commit, rollback or a dead connection, and a second relay skips straight to the next free aggregates. Heads are looked for among the oldest 4 x `batch_size` unpublished rows (a window, along the partial index on the unpublished rows in creation order), so a claim costs the same with a thousand or two million rows waiting; when a whole window holds no free head (its aggregates are owned by other batches or wait for a retry), the next claims look at the following windows, up to 8 at once, then again at the next wake-up, so a long run of blocked events holds back only its own aggregates.',
+      'Claiming: per source, a batch is one transaction. It locks the heads of aggregates (the oldest unpublished event of each, oldest first) with `FOR UPDATE SKIP LOCKED` and, in the same statement (one round trip), reads the following events of those aggregates. Holding an aggregate\'s head row means owning the aggregate: another relay skips the locked head and never takes a later event of it, because an event is only claimed when no earlier event of its aggregate is unpublished. Within the batch, event n+1 of an aggregate is emitted only after event n is done. When every emitted message has settled, the transaction marks the published rows (`now()` or `true`), updates `relay_state` and commits, releasing the aggregates. Row locks rather than advisory locks on a hash of the aggregate id: no false sharing between aggregates, released by PostgreSQL on commit, rollback or a dead connection, and a second relay skips straight to the next free aggregates. Heads are looked for among the oldest 4 x `batch_size` unpublished rows (a window, along the partial index on the unpublished rows in creation order), so a claim costs the same with a thousand or two million rows waiting; when a whole window holds no free head (its aggregates are owned by other batches or wait for a retry), the next claims look at the following windows, up to 8 at once, then again at the next wake-up, so a long run of blocked events holds back only its own aggregates.',
       '',
       'Waking: with `notify_channel` the input LISTENs and claims as soon as an insert trigger notifies; it also polls every `poll_interval`, and claims again at once after a full batch or a finished batch.',
       '',
@@ -627,16 +628,19 @@ export const postgresOutbox = defineInput({
           await client.query('BEGIN');
           const window = CLAIM_WINDOW_FACTOR * cfg.batch_size;
           const after = s.cursor;
-          heads = (await client.query(after ? sql.claimHeadsAfter : sql.claimHeads, after ? [s.def.name, cfg.batch_size, window, after] : [s.def.name, cfg.batch_size, window])).rows;
+          // One statement: the heads, their aggregates' following events and, when no head was free,
+          // where the window ended (outbox-sql.ts, claimHeads).
+          const { rows } = await client.query(after ? sql.claimHeadsAfter : sql.claimHeads, after ? [s.def.name, cfg.batch_size, window, after] : [s.def.name, cfg.batch_size, window]);
+          heads = [];
+          let end: string | null = null;
+          for (const r of rows as (Row & { kind: string })[]) {
+            if (r.kind === 'h') heads.push(r);
+            else if (r.kind === 'f') followers.push(r);
+            else end = r.event_id;
+          }
           // Heads found: the next claim starts at the same window (null: the oldest rows) again.
-          if (!heads.length) {
-            // No free head in the window: if it was full, the next claim looks at the next one.
-            const end = (await client.query(sql.windowEnd, [s.def.name, window, after])).rows[0];
-            s.cursor = end && end.id !== after ? (end.id as string) : null;
-          }
-          if (heads.length && heads.length < cfg.batch_size) {
-            followers = (await client.query(sql.followers, [s.def.name, heads.map((h) => h.aggregate_id), cfg.batch_size])).rows;
-          }
+          // None: if the window was full, the next claim looks at the next one.
+          if (!heads.length) s.cursor = end !== null && end !== after ? end : null;
         } catch (err) {
           await client.query('ROLLBACK').catch(() => undefined);
           client.release(true);

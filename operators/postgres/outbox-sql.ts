@@ -169,25 +169,44 @@ export function sourceSql(s: SourceDef, info: TableInfo, tables: { failures: str
    LIMIT $3
 ), h AS (
   SELECT DISTINCT ON (agg) tid FROM w ORDER BY agg, created, id
+), heads AS MATERIALIZED (
+  SELECT ${select('r')}, r.${q(c.aggregate_id)} AS agg_key, r.${q(c.created_at)} AS o_created, r.${q(c.id)} AS o_id
+    FROM h
+    JOIN ${t} r ON r.ctid = h.tid
+    LEFT JOIN ${f} f ON f.source = $1 AND f.event_id = r.${q(c.id)}::text
+   WHERE ${unpublished('r')}${rowDue('r')}
+     AND (f.event_id IS NULL OR (f.dead_lettered_at IS NULL AND (f.next_attempt_at IS NULL OR f.next_attempt_at <= now())))${
+       after
+         ? `
+     AND NOT EXISTS (
+       SELECT 1 FROM ${t} p
+        WHERE p.${q(c.aggregate_id)} = r.${q(c.aggregate_id)} AND ${unpublished('p')}
+          AND (p.${q(c.created_at)}, p.${q(c.id)}) < (r.${q(c.created_at)}, r.${q(c.id)})
+          AND NOT ${deadLettered('p', 'e')})`
+         : ''
+     }
+   ORDER BY ${order('r')}
+   LIMIT $2
+   FOR UPDATE OF r SKIP LOCKED
+), fol AS (
+  SELECT ${select('r')}, (f.next_attempt_at IS NOT NULL AND f.next_attempt_at > now()${rowWaiting('r')}) AS waiting, (f.dead_lettered_at IS NOT NULL) AS dead,
+         r.${q(c.created_at)} AS o_created, r.${q(c.id)} AS o_id
+    FROM ${t} r
+    LEFT JOIN ${f} f ON f.source = $1 AND f.event_id = r.${q(c.id)}::text
+   WHERE r.${q(c.aggregate_id)} IN (SELECT agg_key FROM heads) AND ${unpublished('r')}
+     AND (SELECT count(*) FROM heads) < $2
+   ORDER BY ${order('r')}
+   LIMIT $2
 )
-SELECT ${select('r')}
-  FROM h
-  JOIN ${t} r ON r.ctid = h.tid
-  LEFT JOIN ${f} f ON f.source = $1 AND f.event_id = r.${q(c.id)}::text
- WHERE ${unpublished('r')}${rowDue('r')}
-   AND (f.event_id IS NULL OR (f.dead_lettered_at IS NULL AND (f.next_attempt_at IS NULL OR f.next_attempt_at <= now())))${
-     after
-       ? `
-   AND NOT EXISTS (
-     SELECT 1 FROM ${t} p
-      WHERE p.${q(c.aggregate_id)} = r.${q(c.aggregate_id)} AND ${unpublished('p')}
-        AND (p.${q(c.created_at)}, p.${q(c.id)}) < (r.${q(c.created_at)}, r.${q(c.id)})
-        AND NOT ${deadLettered('p', 'e')})`
-       : ''
-   }
- ORDER BY ${order('r')}
- LIMIT $2
- FOR UPDATE OF r SKIP LOCKED`;
+SELECT kind, event_id, aggregate_id, aggregate_type, event_type, payload, created_at, correlation_id, headers, attempts, waiting, dead FROM (
+  SELECT 'h' AS kind, event_id, aggregate_id, aggregate_type, event_type, payload, created_at, correlation_id, headers, attempts, false AS waiting, false AS dead, o_created, o_id FROM heads
+  UNION ALL
+  SELECT 'f', event_id, aggregate_id, aggregate_type, event_type, payload, created_at, correlation_id, headers, attempts, waiting, dead, o_created, o_id FROM fol
+  UNION ALL
+  SELECT 'w', (SELECT w.id::text FROM w ORDER BY w.created DESC, w.id DESC LIMIT 1), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+   WHERE NOT EXISTS (SELECT 1 FROM heads) AND (SELECT count(*) FROM w) >= $3
+) x
+ ORDER BY kind, o_created, o_id`;
   return {
     /**
      * The heads: for each aggregate its oldest unpublished event that is not dead-lettered, if
@@ -204,6 +223,17 @@ SELECT ${select('r')}
      * rest), walked the whole backlog doing so: 20 s per claim with 500,000 rows waiting.
      * The window's rows are joined back by ctid (no primary-key lookups); a row changed since
      * (marked by another relay) fails the unpublished re-check and is left out.
+     *
+     * One statement, one round trip, returns what the claim needs, told apart by `kind`:
+     * `h` the heads (oldest first), `f` the unpublished events of their aggregates in order (the
+     * heads among them; only when fewer than $2 heads were found, at most $2 rows; `waiting` and
+     * `dead` say whether a row waits for a retry or was dead-lettered), and, only when no head was
+     * free, one `w` row whose event_id is the id of the last row of the window if the window was
+     * full (else NULL): where claimHeadsAfter looks next. Reading the followers in the statement
+     * that locks their heads is safe: another relay can only have published events of an
+     * aggregate while holding its head, and a head it held and committed fails the unpublished
+     * re-check of FOR UPDATE here; a follower committed by its writer after the statement started
+     * waits for the next batch.
      * $1 source, $2 limit, $3 window.
      */
     claimHeads: claimHeads(false),
@@ -216,24 +246,6 @@ SELECT ${select('r')}
      * migrations/services/0003). $1 source, $2 limit, $3 window, $4 id of the window's first row.
      */
     claimHeadsAfter: claimHeads(true),
-    /**
-     * The id of the last row of a full window (none when fewer than $2 rows wait), for
-     * claimHeadsAfter. $1 source, $2 window, $3 id of the window's first row or NULL.
-     */
-    windowEnd: `SELECT r.${q(c.id)}::text AS id
-  FROM ${t} r
- WHERE ${unpublished('r')} AND NOT ${deadLettered('r', 'd')}
-   AND ($3::text IS NULL OR (r.${q(c.created_at)}, r.${q(c.id)}) >= (SELECT x.${q(c.created_at)}, x.${q(c.id)} FROM ${t} x WHERE x.${idIs(3)}))
- ORDER BY ${order('r')}
- OFFSET $2::int - 1
- LIMIT 1`,
-    /** Unpublished events of aggregates this relay owns (their heads are locked by it), in order. $1 source, $2 aggregate ids, $3 limit. */
-    followers: `SELECT ${select('r')}, (f.next_attempt_at IS NOT NULL AND f.next_attempt_at > now()${rowWaiting('r')}) AS waiting, (f.dead_lettered_at IS NOT NULL) AS dead
-  FROM ${t} r
-  LEFT JOIN ${f} f ON f.source = $1 AND f.event_id = r.${q(c.id)}::text
- WHERE r.${q(c.aggregate_id)} = ANY($2) AND ${unpublished('r')}
- ORDER BY ${order('r')}
- LIMIT $3`,
     /**
      * Status marker: a failed attempt recorded in the row. $1 id, $2 attempts so far, $3 error,
      * $4 retry delay in ms (measured from now, the end of the attempt), $5 whether it was the last
