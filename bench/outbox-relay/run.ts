@@ -5,8 +5,12 @@
  *   throughput: N events per source already waiting (2,000 aggregates per source), then the
  *               relay starts; events/s from the first record to the last one in Kafka.
  *   latency:    the relay runs; writers insert single-row transactions at --rate events/s over the
- *               four sources for --duration; latency = time the record is read from Kafka minus
- *               the time COMMIT returned (an upper bound of commit -> Kafka ack).
+ *               four sources for --duration. Two latencies per event, from the time COMMIT
+ *               returned to the writer: `ack_*` to the broker's append time of the record (the
+ *               topic has message.timestamp.type LogAppendTime; with acks=all on one broker the
+ *               acknowledgement follows the append at once, so this is commit -> Kafka ack), and
+ *               `read_*` to this process reading the record back (an upper bound: adds the
+ *               consumer's fetch cycle; the consumer commits no offsets, which added ~20 ms).
  *
  *   eval "$(bash scripts/stack env)"
  *   flock /tmp/runner-bench.lock node --import tsx bench/outbox-relay/run.ts --phase throughput --events 25000
@@ -22,7 +26,8 @@
  *   flock /tmp/runner-bench.lock node --import tsx bench/outbox-relay/run.ts --phase backlog --prefill 2000000 --aggregates 997 --batch-size 500 --measure 60s
  *   (--input-in-flight N: batches per source, default 2; --output-in-flight N: the kafka output's max_in_flight, default 1;
  *    --batch-size N: the input's batch_size, default 1000; --aggregates N: aggregates per source, default 2000;
- *    --period D: the kafka output's batching.period, default 5ms)
+ *    --period D: the kafka output's batching.period, default 5ms; --client kafkajs|platformatic: the
+ *    kafka output's client, default platformatic as in pipelines/outbox-relay.yaml)
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -33,7 +38,8 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { parseDuration } from '../../core/duration.ts';
-import { FOUR_SOURCES, createTopics, kafka, relayYaml, servicesDatabase } from '../../tests/integration/outbox/harness.ts';
+import { createTopicsReady } from '../../tests/helpers/kafka.ts';
+import { FOUR_SOURCES, kafka, relayYaml, servicesDatabase } from '../../tests/integration/outbox/harness.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -48,6 +54,7 @@ const { values: args } = parseArgs({
     prefill: { type: 'string', default: '2000000' },
     measure: { type: 'string', default: '60s' },
     period: { type: 'string', default: '5ms' },
+    client: { type: 'string', default: 'platformatic' },
   },
 });
 const root = new URL('../..', import.meta.url).pathname;
@@ -60,7 +67,10 @@ const quantile = (xs: number[], q: number) => {
 const topic = `outbox-bench-${randomUUID().slice(0, 8)}`;
 const admin = kafka.admin();
 await admin.connect();
-await createTopics(admin, [topic], 3);
+// LogAppendTime: each record's timestamp is the broker's clock when it appended the record, just
+// before it acknowledges the write (acks=all, one broker): commit -> acknowledgement without the
+// read-back consumer's own delay.
+await createTopicsReady(admin, [{ topic, numPartitions: 3, configEntries: [{ name: 'message.timestamp.type', value: 'LogAppendTime' }] }]);
 const db = await servicesDatabase();
 const aggregates = Number(args.aggregates);
 /** Inserts n events into each table, aggregate 'agg-' || (i % aggregates), in chunks of 100,000 rows per statement. */
@@ -95,21 +105,28 @@ if (args.phase === 'backlog') {
 }
 const dir = mkdtempSync(join(tmpdir(), 'outbox-bench-'));
 const file = join(dir, 'outbox-bench.yaml');
-writeFileSync(file, relayYaml({ name: 'outbox-bench', url: db.url, topic, sources: FOUR_SOURCES, input: `poll_interval: 1s\nbatch_size: ${args['batch-size']}\nmax_in_flight: ${args['input-in-flight']}`, kafkaExtra: `max_in_flight: ${args['output-in-flight']}` }).replace('batching: { count: 500, period: 5ms }', `batching: { count: 500, period: ${args.period} }`));
+writeFileSync(file, relayYaml({ name: 'outbox-bench', url: db.url, topic, sources: FOUR_SOURCES, input: `poll_interval: 1s\nbatch_size: ${args['batch-size']}\nmax_in_flight: ${args['input-in-flight']}`, kafkaExtra: `max_in_flight: ${args['output-in-flight']}\nclient: ${args.client}` }).replace('batching: { count: 500, period: 5ms }', `batching: { count: 500, period: ${args.period} }`));
 
 const arrivals = new Map<string, number>();
+/** Broker append time of each event's first record (LogAppendTime). */
+const appended = new Map<string, number>();
 let first = 0;
 let last = 0;
 const consumer = kafka.consumer({ groupId: `${topic}-check`, maxWaitTimeInMs: 5 });
 await consumer.connect();
 await consumer.subscribe({ topic, fromBeginning: true });
 await consumer.run({
+  // No offset commits: a throwaway group, and a commit per fetch would delay the next fetch.
+  autoCommit: false,
   eachBatchAutoResolve: true,
   eachBatch: async ({ batch }) => {
     const now = Date.now();
     for (const m of batch.messages) {
       const id = m.headers?.event_id?.toString();
-      if (id && !arrivals.has(id)) arrivals.set(id, now);
+      if (id && !arrivals.has(id)) {
+        arrivals.set(id, now);
+        appended.set(id, Number(m.timestamp));
+      }
     }
     if (!first) first = now;
     last = now;
@@ -211,7 +228,24 @@ try {
     await Promise.all(pending);
     await until(() => [...commits.keys()].every((id) => arrivals.has(id)));
     const lat = [...commits].map(([id, t]) => arrivals.get(id)! - t);
-    console.log(JSON.stringify({ phase: 'latency', rate, events: lat.length, achieved_rate: Math.round(lat.length / (durationMs / 1000)), p50_ms: quantile(lat, 0.5), p99_ms: quantile(lat, 0.99), max_ms: Math.max(...lat) }));
+    const ack = [...commits].map(([id, t]) => appended.get(id)! - t);
+    console.log(
+      JSON.stringify({
+        phase: 'latency',
+        rate,
+        client: args.client,
+        events: lat.length,
+        achieved_rate: Math.round(lat.length / (durationMs / 1000)),
+        // COMMIT returned -> the broker appended the record (its acknowledgement follows at once).
+        ack_p50_ms: quantile(ack, 0.5),
+        ack_p99_ms: quantile(ack, 0.99),
+        ack_max_ms: Math.max(...ack),
+        // COMMIT returned -> this process read the record back (adds the consumer's fetch cycle).
+        read_p50_ms: quantile(lat, 0.5),
+        read_p99_ms: quantile(lat, 0.99),
+        read_max_ms: Math.max(...lat),
+      }),
+    );
     await pool.end();
   }
 } finally {
