@@ -6,8 +6,7 @@
  *
  * Synchronous results are handed on at once, without a promise or an Observable per message (a
  * busy pipeline spends its time here). Consecutive per-message steps of a pipeline run as one
- * operator (`fusePerMessage`): a message goes through all of them in one call, with the same
- * results, metrics and order as step by step.
+ * operator (`fusePerMessage`), with the same results, metrics, order and concurrency as step by step.
  */
 import { Observable, type OperatorFunction } from 'rxjs';
 import type { Msg } from './message.ts';
@@ -42,115 +41,93 @@ export function perMessage(ctx: OperatorContext, fn: StepFn, opts: { dropReason?
 }
 
 /**
- * Steps run one after another on each message, as one operator: a message goes through every step
- * before the next message starts; a step returning a promise holds back the messages behind it.
+ * Steps run one after another, as one operator: each stage keeps its own queue, exactly as a chain
+ * of `perMessage` operators would (a stage waiting for a promise holds back only the messages
+ * behind it at that stage; earlier stages go on), without an RxJS subscriber between the stages.
  * Each stage's `after` runs for every message it passes on (metrics, taps).
  */
 export function fusePerMessage(stages: PerMessageStage[]): OperatorFunction<Msg, Msg> {
   const last = stages.length;
   return (source) =>
     new Observable<Msg>((sub) => {
-      // Messages waiting, each with the index of the stage it is at.
-      let queue: Msg[] = [];
-      let at: number[] = [];
-      let head = 0;
-      let waiting = false;
+      const queues: Msg[][] = stages.map(() => []);
+      const heads: number[] = stages.map(() => 0);
+      const waiting: boolean[] = stages.map(() => false);
       let completed = false;
 
-      /** A result of stage i for msg: hand it on, or drop, or fan out (children go first in the queue). */
-      const settle = (msg: Msg, res: StepResult, i: number): Msg | null => {
+      const idle = () => {
+        for (let i = 0; i < last; i++) if (waiting[i] || heads[i]! < queues[i]!.length) return false;
+        return true;
+      };
+      const push = (i: number, msg: Msg) => {
+        if (i === last) {
+          sub.next(msg);
+          return;
+        }
+        queues[i]!.push(msg);
+        if (!waiting[i]) drain(i);
+      };
+      /** A result of stage i for msg: drop, fan out, or hand on to stage i + 1. */
+      const emit = (i: number, msg: Msg, res: StepResult) => {
         const stage = stages[i]!;
         if (res === null) {
           stage.ctx.metrics.discarded(stage.dropReason);
           msg.ack.done();
-          return null;
-        }
-        if (Array.isArray(res)) {
+        } else if (Array.isArray(res)) {
           // Fan-out: the parent is done when every child is done.
           const acks = msg.ack.split(res.length);
           if (res.length === 0) stage.ctx.metrics.discarded(stage.dropReason);
-          const children = res.map((m, k) => ({ ...m, ack: acks[k]! }));
-          for (const c of children) stage.after?.(c);
-          if (i + 1 === last) {
-            for (const c of children) sub.next(c);
-          } else if (children.length) {
-            queue.splice(head, 0, ...children);
-            at.splice(head, 0, ...children.map(() => i + 1));
-          }
-          return null;
+          res.forEach((m, k) => {
+            const child = { ...m, ack: acks[k]! };
+            stage.after?.(child);
+            push(i + 1, child);
+          });
+        } else {
+          stage.after?.(res);
+          push(i + 1, res);
         }
-        stage.after?.(res);
-        return res;
       };
-
-      /** Take msg from stage `from` through the rest (a promise suspends it: `waiting`). */
-      const run = (first: Msg, from: number): void => {
-        let msg: Msg | null = first;
-        for (let i = from; i < last; i++) {
-          const stage = stages[i]!;
+      const drain = (i: number) => {
+        const stage = stages[i]!;
+        const queue = queues[i]!;
+        while (!waiting[i] && heads[i]! < queue.length) {
+          const msg = queue[heads[i]!++]!;
           let res: StepResult | Promise<StepResult>;
           try {
             res = stage.fn(msg);
           } catch (err) {
             stage.ctx.reject(msg, err);
-            return;
+            continue;
           }
           if (isPromise(res)) {
-            waiting = true;
-            const m: Msg = msg;
+            waiting[i] = true;
             res.then(
               (r) => {
-                waiting = false;
-                const out = settle(m, r, i);
-                if (out !== null) {
-                  if (i + 1 === last) sub.next(out);
-                  else run(out, i + 1);
-                }
-                drain();
+                waiting[i] = false;
+                emit(i, msg, r);
+                drain(i);
               },
               (err) => {
-                waiting = false;
-                stage.ctx.reject(m, err);
-                drain();
+                waiting[i] = false;
+                stage.ctx.reject(msg, err);
+                drain(i);
               },
             );
-            return;
-          }
-          msg = settle(msg, res, i);
-          if (msg === null) return;
+          } else emit(i, msg, res);
         }
-        sub.next(msg);
-      };
-
-      const drain = () => {
-        while (!waiting && head < queue.length) {
-          const i = head++;
-          run(queue[i]!, at[i]!);
+        if (heads[i] === queue.length) {
+          queue.length = 0;
+          heads[i] = 0;
         }
-        if (head === queue.length && head > 0) {
-          queue = [];
-          at = [];
-          head = 0;
-        }
-        if (completed && !waiting && head === queue.length) sub.complete();
+        if (completed && idle()) sub.complete();
       };
 
       const upstream = source.subscribe({
-        next: (msg) => {
-          if (!waiting && head === queue.length) {
-            // Nothing waiting ahead of it: straight through (then whatever a fan-out queued).
-            run(msg, 0);
-            drain();
-            return;
-          }
-          queue.push(msg);
-          at.push(0);
-          if (!waiting) drain();
-        },
+        next: (msg) => push(0, msg),
         error: (err) => sub.error(err),
         complete: () => {
           completed = true;
-          drain();
+          if (idle()) sub.complete();
         },
       });
       return () => upstream.unsubscribe();
