@@ -633,11 +633,13 @@ export const postgresOutbox = defineInput({
           const { rows } = await client.query(after ? sql.claimHeadsAfter : sql.claimHeads, after ? [s.def.name, cfg.batch_size, window, after] : [s.def.name, cfg.batch_size, window]);
           heads = [];
           let end: string | null = null;
-          for (const r of rows as (Row & { kind: string })[]) {
+          for (const r of rows as (Row & { kind: string; seq: number | null })[]) {
             if (r.kind === 'h') heads.push(r);
             else if (r.kind === 'f') followers.push(r);
             else end = r.event_id;
           }
+          // In creation order (the statement does not sort the rows it returns).
+          followers.sort((a, b) => (a as Row & { seq: number }).seq - (b as Row & { seq: number }).seq);
           // Heads found: the next claim starts at the same window (null: the oldest rows) again.
           // None: if the window was full, the next claim looks at the next one.
           if (!heads.length) s.cursor = end !== null && end !== after ? end : null;

@@ -170,7 +170,7 @@ export function sourceSql(s: SourceDef, info: TableInfo, tables: { failures: str
 ), h AS (
   SELECT DISTINCT ON (agg) tid FROM w ORDER BY agg, created, id
 ), heads AS MATERIALIZED (
-  SELECT ${select('r')}, r.${q(c.aggregate_id)} AS agg_key, r.${q(c.created_at)} AS o_created, r.${q(c.id)} AS o_id
+  SELECT ${select('r')}
     FROM h
     JOIN ${t} r ON r.ctid = h.tid
     LEFT JOIN ${f} f ON f.source = $1 AND f.event_id = r.${q(c.id)}::text
@@ -189,24 +189,21 @@ export function sourceSql(s: SourceDef, info: TableInfo, tables: { failures: str
    LIMIT $2
    FOR UPDATE OF r SKIP LOCKED
 ), fol AS (
-  SELECT ${select('r')}, (f.next_attempt_at IS NOT NULL AND f.next_attempt_at > now()${rowWaiting('r')}) AS waiting, (f.dead_lettered_at IS NOT NULL) AS dead,
-         r.${q(c.created_at)} AS o_created, r.${q(c.id)} AS o_id
-    FROM ${t} r
+  SELECT ${select('r')}, (f.next_attempt_at IS NOT NULL AND f.next_attempt_at > now()${rowWaiting('r')}) AS waiting, (f.dead_lettered_at IS NOT NULL) AS dead, x.seq
+    FROM (SELECT w.tid, (row_number() OVER (ORDER BY w.created, w.id))::int AS seq FROM w
+           WHERE w.agg IN (SELECT aggregate_id FROM heads) AND (SELECT count(*) FROM heads) < $2
+           ORDER BY w.created, w.id
+           LIMIT $2) x
+    JOIN ${t} r ON r.ctid = x.tid
     LEFT JOIN ${f} f ON f.source = $1 AND f.event_id = r.${q(c.id)}::text
-   WHERE r.${q(c.aggregate_id)} IN (SELECT agg_key FROM heads) AND ${unpublished('r')}
-     AND (SELECT count(*) FROM heads) < $2
-   ORDER BY ${order('r')}
-   LIMIT $2
+   WHERE ${unpublished('r')}
 )
-SELECT kind, event_id, aggregate_id, aggregate_type, event_type, payload, created_at, correlation_id, headers, attempts, waiting, dead FROM (
-  SELECT 'h' AS kind, event_id, aggregate_id, aggregate_type, event_type, payload, created_at, correlation_id, headers, attempts, false AS waiting, false AS dead, o_created, o_id FROM heads
-  UNION ALL
-  SELECT 'f', event_id, aggregate_id, aggregate_type, event_type, payload, created_at, correlation_id, headers, attempts, waiting, dead, o_created, o_id FROM fol
-  UNION ALL
-  SELECT 'w', (SELECT w.id::text FROM w ORDER BY w.created DESC, w.id DESC LIMIT 1), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-   WHERE NOT EXISTS (SELECT 1 FROM heads) AND (SELECT count(*) FROM w) >= $3
-) x
- ORDER BY kind, o_created, o_id`;
+SELECT 'h' AS kind, event_id, aggregate_id, aggregate_type, event_type, payload, created_at, correlation_id, headers, attempts, false AS waiting, false AS dead, NULL::int AS seq FROM heads
+UNION ALL
+SELECT 'f', event_id, aggregate_id, aggregate_type, event_type, payload, created_at, correlation_id, headers, attempts, waiting, dead, seq FROM fol
+UNION ALL
+SELECT 'w', (SELECT w.id::text FROM w ORDER BY w.created DESC, w.id DESC LIMIT 1), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+ WHERE NOT EXISTS (SELECT 1 FROM heads) AND (SELECT count(*) FROM w) >= $3`;
   return {
     /**
      * The heads: for each aggregate its oldest unpublished event that is not dead-lettered, if
@@ -225,15 +222,20 @@ SELECT kind, event_id, aggregate_id, aggregate_type, event_type, payload, create
      * (marked by another relay) fails the unpublished re-check and is left out.
      *
      * One statement, one round trip, returns what the claim needs, told apart by `kind`:
-     * `h` the heads (oldest first), `f` the unpublished events of their aggregates in order (the
-     * heads among them; only when fewer than $2 heads were found, at most $2 rows; `waiting` and
-     * `dead` say whether a row waits for a retry or was dead-lettered), and, only when no head was
+     * `h` the heads (oldest first), `f` the events of their aggregates in the window (the heads
+     * among them; only when fewer than $2 heads were found, at most $2 rows, `seq` their order in
+     * the window: sort by it; `waiting` says whether a row waits for a retry), and, only when no
+     * head was
      * free, one `w` row whose event_id is the id of the last row of the window if the window was
      * full (else NULL): where claimHeadsAfter looks next. Reading the followers in the statement
      * that locks their heads is safe: another relay can only have published events of an
      * aggregate while holding its head, and a head it held and committed fails the unpublished
      * re-check of FOR UPDATE here; a follower committed by its writer after the statement started
-     * waits for the next batch.
+     * waits for the next batch. Followers come from the window only (at most $3 rows already read,
+     * no more index scans): an aggregate's events in the window after its head are consecutive
+     * (the window is an unbroken run in creation order), and later ones go to the next batch. Read
+     * from the table instead (by aggregate, all of them, then the oldest $2), the followers of
+     * 997 heads with 100 events each waiting took 220 ms, against ~2 ms for the claim itself.
      * $1 source, $2 limit, $3 window.
      */
     claimHeads: claimHeads(false),
