@@ -4,7 +4,7 @@
 // the sources, started faster and in less memory than compiling on the fly (tsx keeps a loader
 // thread with its own heap). RUNNER_FROM_SOURCE=1 runs the sources with tsx instead (stack traces
 // with source lines); so does a bundle that cannot be built.
-import { mkdirSync, readdirSync, renameSync, statSync } from 'node:fs';
+import { mkdirSync, readdirSync, renameSync, statSync, utimesSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
@@ -30,6 +30,10 @@ async function build() {
   const esbuild = await import('esbuild');
   mkdirSync(dirname(bundle), { recursive: true });
   const tmp = `${bundle}.${process.pid}.tmp`;
+  // The bundle is dated when the build began (less a second for coarse file times), not when it
+  // was written: a source saved while esbuild was reading (an edit in two steps) is newer than the
+  // bundle and triggers the next build, instead of leaving a bundle of the half-edited file.
+  const started = (Date.now() - 1000) / 1000;
   await esbuild.build({
     entryPoints: [join(root, 'runner.ts')],
     bundle: true,
@@ -40,6 +44,7 @@ async function build() {
     outfile: tmp,
     logLevel: 'silent',
   });
+  utimesSync(tmp, started, started);
   // Atomic: another process starting at the same time sees the old bundle or the new one.
   renameSync(tmp, bundle);
 }
