@@ -103,7 +103,8 @@ const PIPELINES = [
   'history-api',
 ];
 say(`== runner start ${PIPELINES.join(' ')}   (${PIPELINES.length} pipelines in one process)`);
-const runner = spawn(process.execPath, ['bin/runner.mjs', 'start', ...PIPELINES], { env: { ...process.env, RUNNER_HTTP_PORT: '0' }, stdio: ['ignore', 'ignore', 'pipe'] });
+// With the heap limit the Dockerfile and bin/runner.mjs's first line give it.
+const runner = spawn(process.execPath, ['--max-old-space-size=512', 'bin/runner.mjs', 'start', ...PIPELINES], { env: { ...process.env, RUNNER_HTTP_PORT: '0' }, stdio: ['ignore', 'ignore', 'pipe'] });
 children.push(runner);
 let http = '';
 let runnerLog = '';

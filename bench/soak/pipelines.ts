@@ -239,7 +239,8 @@ export class PipelineProcess {
     this.starts++;
     this.expectingExit = false;
     this.log.write(`{"soak":"start","n":${this.starts},"time":${Date.now()}}\n`);
-    const child = spawn(process.execPath, [join(ROOT, 'bin/runner.mjs'), 'start', this.file], {
+    // As the Dockerfile runs it: with a 512 MB heap limit.
+    const child = spawn(process.execPath, ['--max-old-space-size=512', join(ROOT, 'bin/runner.mjs'), 'start', this.file], {
       cwd: ROOT,
       env: { ...process.env, ...this.env, RUNNER_HTTP_PORT: String(this.httpPort), RUNNER_HTTP_HOST: '127.0.0.1' },
       stdio: ['ignore', 'ignore', 'pipe'],
