@@ -69,7 +69,7 @@ const { values: args } = parseArgs({
     'sim-in-flight': { type: 'string', default: '256' },
     'drain-wait': { type: 'string', default: '60s' },
     'cpu-prof': { type: 'string' },
-    'runner-node-args': { type: 'string', default: '' },
+    'runner-node-args': { type: 'string', default: '--max-old-space-size=512' },
     out: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -93,7 +93,8 @@ if (args.help) {
   --drain-wait <time>    after publishing, wait at most this long for Kafka to catch up (default 60s)
   --cpu-prof <dir>       run the bridges with node --cpu-prof, one folder per phase under <dir>
                          (summarise with bench/mqtt-bridge/cpuprofile-top.ts)
-  --runner-node-args=<s> extra node flags for runner bridges, e.g. --runner-node-args=--max-old-space-size=128
+  --runner-node-args=<s> node flags for runner bridges (default --max-old-space-size=512, the heap limit the
+                         runner ships with: Dockerfile, bin/runner.mjs; --runner-node-args= for V8's default)
   --out <dir>            results and logs (default a new folder under the system's temp folder)
 `);
   process.exit(0);
