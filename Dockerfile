@@ -23,6 +23,7 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
 # A heap limit: without one V8 sizes its heap for the machine (GBs) and lets garbage pile up; with
 # it a bridge at full speed stays at ~160 MB resident instead of ~290 MB (docs/benchmarks.md, MQTT ->
 # Kafka bridge, session 5). Messages in flight are bounded by each pipeline's max_in_flight, so the
-# live heap is far below this limit; raise it with NODE_OPTIONS or by overriding the entrypoint.
+# live heap is far below this limit; raise it by overriding the entrypoint (a flag on the command
+# line wins over NODE_OPTIONS).
 ENTRYPOINT ["node", "--max-old-space-size=512", "bin/runner.mjs"]
 CMD ["--help"]
